@@ -1,0 +1,55 @@
+"""Distillation loss: a frozen teacher's softened predictions teach a student (SIMCLRV2.md section 6).
+
+loss = (1 - alpha) * soft + alpha * hard, where soft = -sum_y P_T(y|x; tau) log P_S(y|x; tau) averaged over the
+batch, and hard is the student's cross-entropy on ground-truth labels (rows labelled -1 are unlabeled and ignored).
+With the default alpha = 0 labels are unused, as in SimCLRv2's distillation on unlabeled images.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+UNLABELED = -1
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+    alpha: float = 0.0,
+) -> torch.Tensor:
+    _check_inputs(student_logits, teacher_logits, temperature, labels, alpha)
+    teacher_probs = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=1)
+    soft = -(teacher_probs * student_log_probs).sum(dim=1).mean()
+    if labels is None or alpha == 0:
+        return soft
+    labeled = labels != UNLABELED
+    # Summing and dividing by max(count, 1) keeps a batch without labelled rows at a zero hard term, without a sync.
+    per_row = F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none")
+    hard = (per_row * labeled).sum() / labeled.sum().clamp_min(1)
+    return (1 - alpha) * soft + alpha * hard
+
+
+def _check_inputs(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    labels: torch.Tensor | None,
+    alpha: float,
+) -> None:
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be > 0 (1.0 in SimCLRv2, 0.1 for self-distillation), got {temperature!r}"
+        )
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1] (0 = labels unused), got {alpha!r}")
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must both be B x num_classes with the same shape, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    if labels is not None and labels.shape != student_logits.shape[:1]:
+        raise ValueError(f"labels must have shape ({student_logits.shape[0]},), got {tuple(labels.shape)}")
