@@ -86,9 +86,7 @@ def center_crop_boxes(images: torch.Tensor, proportion: float = 0.875) -> torch.
     return box.expand(batch, 4)
 
 
-def crop_resize(
-    images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None
-) -> torch.Tensor:
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
     """Bicubic resampling of each sample's box to `size x size`, mirrored where `flip` is True."""
     height, width = images.shape[-2], images.shape[-1]
     x0, y0, w, h = boxes.to(images.dtype).unbind(dim=1)
@@ -112,9 +110,7 @@ def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
     chroma = value - images.min(dim=1).values
     saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
     safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue = torch.where(
-        value == r, (g - b) / safe, torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe)
-    )
+    hue = torch.where(value == r, (g - b) / safe, torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
     hue = torch.where(chroma > 0, (hue / 6) % 1, torch.zeros_like(hue))
     return torch.stack([hue, saturation, value], dim=1)
 
@@ -140,9 +136,7 @@ def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return ((images - mean) * _per_sample(factor) + mean).clamp_(0, 1)
 
 
-def adjust_saturation_and_hue(
-    images: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor
-) -> torch.Tensor:
+def adjust_saturation_and_hue(images: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
     """One HSV round trip for both ops; factor 1 / shift 0 leave a sample unchanged."""
     h, s, v = rgb_to_hsv(images).unbind(dim=1)
     h = (h + hue.view(-1, 1, 1)) % 1
@@ -166,9 +160,7 @@ def color_jitter(
     factors = _uniform((3, batch), max(1 - spread, 0), 1 + spread, generator, device)
     factors = torch.where(applied, factors, torch.ones_like(factors))  # brightness, contrast, saturation
     hue = torch.where(applied, _uniform((batch,), -0.2 * strength, 0.2 * strength, generator, device), 0.0)
-    order = _rand((batch, 4), generator, device).argsort(
-        dim=1
-    )  # a random permutation of the 4 ops per sample
+    order = _rand((batch, 4), generator, device).argsort(dim=1)  # a random permutation of the 4 ops per sample
     ones = torch.ones(batch, dtype=images.dtype, device=device)
     for position in range(4):
         op = order[:, position]
@@ -180,9 +172,7 @@ def color_jitter(
     return images
 
 
-def random_grayscale(
-    images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.2
-) -> torch.Tensor:
+def random_grayscale(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.2) -> torch.Tensor:
     weights = torch.tensor(GRAY_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     gray = (images * weights).sum(dim=1, keepdim=True).expand_as(images)
     chosen = _per_sample(_rand((images.shape[0],), generator, images.device) < p)

@@ -62,9 +62,7 @@ class SimCLRModel(nn.Module):
 class Classifier(nn.Module):
     """Encoder + the first `proj_selector` head layers + a linear classifier."""
 
-    def __init__(
-        self, encoder: nn.Module, head_layers: nn.ModuleList, feature_dim: int, num_classes: int
-    ) -> None:
+    def __init__(self, encoder: nn.Module, head_layers: nn.ModuleList, feature_dim: int, num_classes: int) -> None:
         super().__init__()
         self.encoder, self.head_layers = encoder, head_layers
         self.fc = nn.Linear(feature_dim, num_classes)
@@ -93,9 +91,7 @@ def build_classifier(
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
     num_layers = len(head.layers) if head is not None else 0
     if not 0 <= proj_selector <= num_layers:
-        raise ValueError(
-            f"proj_selector must be in 0..{num_layers} (layers in the head), got {proj_selector!r}"
-        )
+        raise ValueError(f"proj_selector must be in 0..{num_layers} (layers in the head), got {proj_selector!r}")
     kept = nn.ModuleList(head.layers[:proj_selector]) if head is not None else nn.ModuleList()
     feature_dim = head.dim_at(proj_selector) if head is not None else encoder.out_dim
     return Classifier(encoder, kept, feature_dim, num_classes)

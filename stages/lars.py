@@ -45,7 +45,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim.Optimizer's signature
+    def step(self, closure=None):  # torch.optim.Optimizer signature
         loss = None
         if closure is not None:
             with torch.enable_grad():

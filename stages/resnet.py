@@ -131,9 +131,7 @@ class Bottleneck(nn.Module):
     def __init__(self, cin: int, filters: int, stride: int, project: bool, sk: bool) -> None:
         super().__init__()
         out = filters * self.expansion
-        middle = (
-            SelectiveKernel(filters, filters, stride) if sk else conv_bn_relu(filters, filters, 3, stride)
-        )
+        middle = SelectiveKernel(filters, filters, stride) if sk else conv_bn_relu(filters, filters, 3, stride)
         self.branch = nn.Sequential(
             conv_bn_relu(cin, filters, 1), middle, conv(filters, out, 1), bn(out, zero_init=True)
         )

@@ -31,9 +31,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
-) -> LambdaLR:
+def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
     """A per-step scheduler (call `.step()` after every optimizer step)."""
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
         raise ValueError(
@@ -43,5 +41,5 @@ def warmup_cosine_scheduler(
 
 
 def warmup_steps_for(warmup_epochs: float, num_examples: int, batch_size: int) -> int:
-    """The reference's `round(warmup_epochs * num_examples // batch_size)`."""
-    return int(round(warmup_epochs * num_examples // batch_size))
+    """The reference's `int(round(warmup_epochs * num_examples // batch_size))` (// already floors)."""
+    return int(warmup_epochs * num_examples // batch_size)

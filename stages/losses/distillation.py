@@ -41,9 +41,7 @@ def _check_inputs(
     alpha: float,
 ) -> None:
     if not temperature > 0:
-        raise ValueError(
-            f"temperature must be > 0 (1.0 in SimCLRv2, 0.1 for self-distillation), got {temperature!r}"
-        )
+        raise ValueError(f"temperature must be > 0 (1.0 in SimCLRv2, 0.1 for self-distillation), got {temperature!r}")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1] (0 = labels unused), got {alpha!r}")
     if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
