@@ -73,8 +73,8 @@ def random_resized_crop_boxes(
     fallback_h = height if image_ratio >= ratio[0] else width / ratio[0]
     w = torch.where(found, w, torch.full_like(w, fallback_w))
     h = torch.where(found, h, torch.full_like(h, fallback_h))
-    x0 = (width - w) * _rand((batch,), generator, device)
-    y0 = (height - h) * _rand((batch,), generator, device)
+    position = torch.where(found, _rand((2, batch), generator, device), 0.5)  # the fallback box is centred
+    x0, y0 = (width - w) * position[0], (height - h) * position[1]
     return torch.stack([x0, y0, w, h], dim=1)
 
 
@@ -105,22 +105,31 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torc
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    r, g, b = images.unbind(dim=1)
-    value, _ = images.max(dim=1)
-    chroma = value - images.min(dim=1).values
-    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), torch.zeros_like(value))
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue = torch.where(value == r, (g - b) / safe, torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    hue = torch.where(chroma > 0, (hue / 6) % 1, torch.zeros_like(hue))
+    """`B x 3 x H x W` RGB in [0, 1] -> HSV with hue in [0, 1)."""
+    value, chroma, hue = _value_chroma_hue(images)
+    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), 0.0)
     return torch.stack([hue, saturation, value], dim=1)
 
 
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    # Per channel n in (5, 3, 1) for (R, G, B): v - v*s*clamp(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6.
-    hue, saturation, value = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype, device=hsv.device).view(1, 3, 1, 1)
-    k = (n + 6 * hue) % 6
-    return value - value * saturation * torch.minimum(k, 4 - k).clamp(0, 1)
+    hue, saturation, value = hsv.unbind(dim=1)
+    return _rgb_from(value, value * saturation, hue)
+
+
+def _value_chroma_hue(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = images.unbind(dim=1)
+    value = images.amax(dim=1)
+    chroma = value - images.amin(dim=1)
+    safe = torch.where(chroma > 0, chroma, 1.0)
+    hue = torch.where(value == r, (g - b) / safe, torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    return value, chroma, torch.where(chroma > 0, (hue / 6) % 1, 0.0)
+
+
+def _rgb_from(value: torch.Tensor, chroma: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """HSV -> RGB: channel n in (5, 3, 1) for (R, G, B) is v - chroma*clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6."""
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=value.dtype, device=value.device).view(1, 3, 1, 1)
+    k = (n + 6 * hue.unsqueeze(1)) % 6
+    return value.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
 
 
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
@@ -136,12 +145,22 @@ def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return ((images - mean) * _per_sample(factor) + mean).clamp_(0, 1)
 
 
-def adjust_saturation_and_hue(images: torch.Tensor, saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
-    """One HSV round trip for both ops; factor 1 / shift 0 leave a sample unchanged."""
-    h, s, v = rgb_to_hsv(images).unbind(dim=1)
-    h = (h + hue.view(-1, 1, 1)) % 1
-    s = (s * saturation.view(-1, 1, 1)).clamp_(0, 1)
-    return hsv_to_rgb(torch.stack([h, s, v], dim=1)).clamp_(0, 1)
+def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """HSV saturation scaling, clipped to [0, 1], without the HSV round trip.
+
+    With hue and value fixed every channel is affine in saturation: c = v - (v - c0) * s / s0. Scaling s by f and
+    clipping at 1 is therefore c' = v - (v - c) * min(f, 1 / s) = v - (v - c) * min(f, v / chroma).
+    """
+    value = images.amax(dim=1, keepdim=True)
+    chroma = value - images.amin(dim=1, keepdim=True)
+    scale = torch.minimum(_per_sample(factor), value / chroma.clamp_min(1e-12))
+    return (value - (value - images) * scale).clamp_(0, 1)
+
+
+def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue by `shift` (in turns, per sample); saturation and value stay."""
+    value, chroma, hue = _value_chroma_hue(images)
+    return _rgb_from(value, chroma, (hue + shift.view(-1, 1, 1)) % 1).clamp_(0, 1)
 
 
 def color_jitter(
@@ -166,9 +185,8 @@ def color_jitter(
         op = order[:, position]
         images = adjust_brightness(images, torch.where(op == 0, factors[0], ones))
         images = adjust_contrast(images, torch.where(op == 1, factors[1], ones))
-        images = adjust_saturation_and_hue(
-            images, torch.where(op == 2, factors[2], ones), torch.where(op == 3, hue, ones - 1)
-        )
+        images = adjust_saturation(images, torch.where(op == 2, factors[2], ones))
+        images = adjust_hue(images, torch.where(op == 3, hue, ones - 1))
     return images
 
 
@@ -195,10 +213,11 @@ def random_gaussian_blur(
     blurred = _rand((batch, 1), generator, images.device) < p
     kernels = torch.where(blurred, kernels, (offsets == 0).to(images.dtype))
     weight = kernels.repeat_interleave(channels, dim=0)  # (B*3) x K, one depthwise filter per sample channel
-    flat = images.reshape(1, batch * channels, height, width)
+    # channels_last makes this depthwise conv ~2x faster on CPU.
+    flat = images.reshape(1, batch * channels, height, width).contiguous(memory_format=torch.channels_last)
     flat = F.conv2d(flat, weight.view(-1, 1, 1, 2 * radius + 1), padding=(0, radius), groups=batch * channels)
     flat = F.conv2d(flat, weight.view(-1, 1, 2 * radius + 1, 1), padding=(radius, 0), groups=batch * channels)
-    return flat.view(batch, channels, height, width)
+    return flat.reshape(batch, channels, height, width).contiguous()
 
 
 # --- pipelines -----------------------------------------------------------------------------------------------------

@@ -62,9 +62,10 @@ class LARS(torch.optim.Optimizer):
             grad = grad.add(param, alpha=group["weight_decay"])
         step_size = torch.as_tensor(group["lr"], dtype=param.dtype, device=param.device)
         if group["lars_adapt"]:
-            # Norms in fp32; torch.where keeps everything on the device (no host sync).
-            w_norm = torch.linalg.vector_norm(param, dtype=torch.float32)
-            g_norm = torch.linalg.vector_norm(grad, dtype=torch.float32)
+            # Norms in at least fp32; torch.where keeps everything on the device (no host sync).
+            norm_dtype = torch.promote_types(param.dtype, torch.float32)
+            w_norm = torch.linalg.vector_norm(param, dtype=norm_dtype)
+            g_norm = torch.linalg.vector_norm(grad, dtype=norm_dtype)
             trust = torch.where(
                 (w_norm > 0) & (g_norm > 0),
                 group["trust_coefficient"] * w_norm / g_norm,
