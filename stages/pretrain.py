@@ -1,0 +1,208 @@
+"""Stage `pretrain`: SimCLRv2 contrastive pretraining on every training image (labels unused).
+
+    python -m stages.pretrain --out runs/pretrain --epochs 20
+    accelerate launch --num_processes 8 -m stages.pretrain --out runs/pretrain --data.source imagefolder:/data/train
+
+Writes `model.safetensors` (encoder + projection head, architecture in the metadata), `loss_curve.csv` and
+`metrics.json` to `--out`; resumable state goes to `--out/checkpoints/` and a rerun continues from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from stages.augment import SimCLRAugment
+from stages.cli import parse_stage_args
+from stages.data import DataConfig, load_splits
+from stages.heads import ProjectionHead, SimCLRModel
+from stages.lars import LARS, lars_param_groups
+from stages.losses import nt_xent
+from stages.resnet import build_encoder
+from stages.runtime import (
+    StepCounter,
+    check_batch_size,
+    check_finite,
+    close_trackers,
+    local_batch,
+    make_accelerator,
+    resume,
+    save_checkpoint,
+    step_generator,
+)
+from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
+
+log = logging.getLogger(__name__)
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    depth: int = 18
+    width: float = 0.25
+    sk: bool = False
+    small_images: bool = True
+    head_layers: int = 3
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    image_size: int = 32  # side of the augmented views
+    batch_size: int = 256  # global: images per step over all processes (two views each)
+    epochs: float = 10.0
+    base_lr: float = 0.1
+    lr_scaling: Literal["sqrt", "linear"] = "sqrt"
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    temperature: float = 0.5
+    color_strength: float = 0.5
+    blur: bool = False
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    checkpoint_every: int = 100  # optimiser steps between resumable states
+    log_every: int = 10  # steps between loss read-backs (each one syncs the device)
+    tensorboard: bool = False
+
+
+def build_pretrain_model(config: EncoderConfig) -> SimCLRModel:
+    encoder = build_encoder(config.depth, config.width, config.sk, config.small_images)
+    return SimCLRModel(encoder, ProjectionHead(encoder.out_dim, config.head_layers))
+
+
+def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    accelerator = make_accelerator(out_dir, config.seed, config.mixed_precision, config.tensorboard)
+    train, _ = load_splits(config.data)
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    check_batch_size(config.batch_size, len(train.labels), world)
+
+    model = build_pretrain_model(config.model)
+    if world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN, as in SimCLR
+    lr = scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling)
+    optimizer = LARS(lars_param_groups(model, config.weight_decay), lr=lr)
+    steps_per_epoch = len(train.labels) // config.batch_size
+    total_steps = max(1, round(config.epochs * steps_per_epoch))
+    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    counter = StepCounter()
+    # The scheduler is stepped once per global step by us, so it is checkpointed but not wrapped by Accelerate.
+    accelerator.register_for_checkpointing(scheduler, counter)
+    resume(accelerator, out_dir, counter)
+    if config.tensorboard:
+        accelerator.init_trackers("pretrain", config=_flat(asdict(config)))
+
+    images = train.images.to(device)  # in-memory uint8; augmentation happens on the device
+    augment = SimCLRAugment(config.image_size, config.color_strength, config.blur)
+    curve = _read_curve(out_dir, up_to=counter.step) if accelerator.is_main_process else []
+    loss_sum, window = torch.zeros((), device=device), 0
+    start, first_step = time.perf_counter(), counter.step
+    model.train()
+    while counter.step < total_steps:
+        step = counter.step
+        batch = images[local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)]
+        generator = step_generator(config.seed, step, rank, device)
+        views = torch.cat([augment(batch, generator), augment(batch, generator)])  # one forward for both views
+        with accelerator.autocast():
+            z1, z2 = model(views).chunk(2)
+        loss = nt_xent(z1, z2, config.temperature)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        counter.step += 1
+        loss_sum += loss.detach()
+        window += 1
+
+        done = counter.step == total_steps
+        checkpoint_due = counter.step % config.checkpoint_every == 0 or done
+        if counter.step % config.log_every == 0 or checkpoint_due:
+            mean_loss = check_finite(accelerator.reduce(loss_sum, "mean"), counter.step, out_dir) / window
+            curve.append({"step": counter.step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+            accelerator.log({"loss": mean_loss, "lr": curve[-1]["lr"]}, step=counter.step)
+            log.info("step %d/%d loss %.4f", counter.step, total_steps, mean_loss)
+            loss_sum.zero_()
+            window = 0
+        if checkpoint_due:  # only after the loss was found finite: a checkpoint is always a good state
+            save_checkpoint(accelerator, out_dir, counter.step)
+            if accelerator.is_main_process:
+                _write_curve(out_dir, curve)
+
+    seconds = time.perf_counter() - start
+    metrics = {
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "steps": total_steps,
+        "epochs": config.epochs,
+        "num_images": len(train.labels),
+        "global_batch": config.batch_size,
+        "processes": world,
+        "seconds_this_run": round(seconds, 3),
+        "views_per_second": round(2 * config.batch_size * (total_steps - first_step) / max(seconds, 1e-9), 2),
+    }
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_weights(unwrapped, out_dir / WEIGHTS_FILE, config.model)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    accelerator.wait_for_everyone()
+    close_trackers(accelerator)
+    return metrics
+
+
+def save_weights(model: SimCLRModel, path: Path, config: EncoderConfig) -> None:
+    """Encoder + head weights as safetensors; the architecture travels in the metadata so that a mismatched
+    checkpoint is caught before loading."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(state, str(partial), metadata={"architecture": json.dumps(asdict(config))})
+    partial.replace(path)
+
+
+def _read_curve(out_dir: Path, up_to: int) -> list[dict]:
+    """The loss curve written so far, cut at the resumed step (rows after the last checkpoint are redone)."""
+    path = out_dir / "loss_curve.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [dict(row, step=int(row["step"])) for row in rows if row["step"] <= up_to]
+
+
+def _write_curve(out_dir: Path, curve: list[dict]) -> None:
+    path = out_dir / "loss_curve.csv"
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "loss", "lr"])
+        writer.writeheader()
+        writer.writerows(curve)
+    partial.replace(path)
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, inputs, out = parse_stage_args(PretrainConfig, __doc__, argv)
+    print(json.dumps(run(config, inputs, out), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The training runtime every stage shares: Accelerator set-up, deterministic batches, crash-safe checkpoints,
+resume, and the non-finite-loss guard.
+
+Determinism without saved data-loader state: the batch order of epoch e is a permutation seeded by (seed, e), and
+the augmentation generator of step s on process r is seeded by (seed, s, r). A run resumed at step s therefore
+sees exactly the batches and augmentations an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+PARTIAL_SUFFIX = ".partial"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class StepCounter:
+    """The optimiser step reached; saved with the Accelerate state so a resumed run knows where it is."""
+
+    step: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def make_accelerator(out_dir: Path, seed: int, mixed_precision: str = "no", tensorboard: bool = False) -> Accelerator:
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(out_dir),
+    )
+    set_seed(seed)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return accelerator
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The augmentation RNG of one step on one process: independent of how many times the run was resumed."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+
+
+def local_batch(num_examples: int, global_batch: int, step: int, seed: int, rank: int, world: int) -> torch.Tensor:
+    """Indices of this process's share of the global batch at `step` (drop_last: every batch is full)."""
+    epoch, position = divmod(step, num_examples // global_batch)
+    batch = epoch_order(num_examples, seed, epoch)[position * global_batch : (position + 1) * global_batch]
+    per_process = global_batch // world
+    return batch[rank * per_process : (rank + 1) * per_process]
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def check_batch_size(global_batch: int, num_examples: int, world: int, what: str = "batch_size") -> None:
+    if global_batch > num_examples:
+        raise ValueError(
+            f"{what}={global_batch} is larger than the dataset ({num_examples} examples): lower {what} "
+            f"to at most {num_examples}"
+        )
+    if global_batch % world:
+        raise ValueError(f"{what}={global_batch} must be divisible by the number of processes ({world})")
+
+
+def checkpoint_root(out_dir: Path) -> Path:
+    return out_dir / CHECKPOINT_DIR
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint; directories still being written carry a `.partial` suffix and are ignored."""
+    root = checkpoint_root(out_dir)
+    if not root.is_dir():
+        return None
+    complete = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.suffix != PARTIAL_SUFFIX]
+    return max(complete, key=lambda p: int(p.name.removeprefix("step-")), default=None)
+
+
+def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: int = 2) -> Path:
+    """Write the full training state to `step-N.partial`, then rename it to `step-N`: a crash mid-write never
+    leaves a directory that looks complete. Older checkpoints beyond `keep` are removed afterwards."""
+    root = checkpoint_root(out_dir)
+    final = root / f"step-{step:08d}"
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        for old in sorted(p for p in root.iterdir() if p.is_dir() and p.suffix != PARTIAL_SUFFIX)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume(accelerator: Accelerator, out_dir: Path, counter: StepCounter) -> None:
+    """Load the newest complete checkpoint, if any; `counter.step` then holds the step to continue from."""
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        return
+    accelerator.load_state(str(checkpoint))
+    log.info("resumed from %s at step %d", checkpoint, counter.step)
+
+
+def check_finite(loss_sum: torch.Tensor, step: int, out_dir: Path) -> float:
+    """Read a (summed) loss back to the host and stop on NaN or inf. Called every few steps only: each call syncs."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        last = latest_checkpoint(out_dir)
+        kept = f"the last good state is kept in {last}" if last else "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"loss became {value} by step {step}; {kept}. Lower the learning rate or check the data, then rerun "
+            "(the stage resumes from the last good state)"
+        )
+    return value
+
+
+def close_trackers(accelerator: Accelerator) -> None:
+    if accelerator.trackers:
+        accelerator.end_training()
