@@ -1,0 +1,185 @@
+"""Stage `distill`: a student learns a fine-tuned teacher's predictions on every training image (labels unused).
+
+    python -m stages.distill --out runs/distill --teacher runs/finetune
+    python -m stages.distill --out runs/distill-small --teacher runs/finetune --student '{"depth": 18, "width": 0.5}'
+    python -m stages.distill --out runs/distill-a --teacher runs/finetune --subset runs/subsets/10pct.json --alpha 0.5
+
+Inputs: `--teacher DIR` (the finetune stage's output) and, only for `--alpha` > 0, `--subset FILE` (the labeled rows
+of the optional ground-truth term). SIMCLRV2.md section 6: the teacher is frozen and in eval mode, teacher and student
+see the same crop + flip batch, loss = -sum_y P_T(y|x; tau) log P_S(y|x; tau), plus alpha times the cross-entropy on
+labeled rows. The student has no projection head; `--student` (a JSON encoder config: depth, width, sk,
+small_images) picks a smaller network, by default it has the teacher's architecture (self-distillation). The
+optimiser settings default to the pretraining ones, as in the paper.
+
+Writes `model.safetensors` (the student classifier, loadable like a finetune output), `loss_curve.csv` and
+`metrics.json` (test top-1 / top-5 and agreement with the teacher) to `--out`; resumable state goes to
+`--out/checkpoints/` and a rerun continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from stages.cli import parse_stage_args
+from stages.data import DataConfig, ImageSplit, load_splits
+from stages.evaluate import prediction_agreement
+from stages.finetune import (
+    check_same_classes,
+    check_training_config,
+    classifier_for,
+    evaluate_on_test,
+    load_classifier,
+    save_classifier,
+    split_optional_inputs,
+    train_classifier,
+    weights_file,
+)
+from stages.losses import distillation_loss
+from stages.losses.distillation import UNLABELED
+from stages.pretrain import WEIGHTS_FILE, EncoderConfig
+from stages.runtime import check_batch_size, close_trackers, make_accelerator
+from stages.subsets import load_subset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    student: EncoderConfig | None = None  # None: the teacher's encoder architecture (self-distillation)
+    image_size: int = 32  # side of the augmented crops (use the teacher's)
+    batch_size: int = 256  # global: images per step over all processes
+    epochs: float = 10.0  # passes over all training images
+    base_lr: float = 0.1
+    lr_scaling: Literal["sqrt", "linear"] = "sqrt"
+    optimizer: Literal["lars", "sgd"] = "lars"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    temperature: float = 1.0  # tau for both distributions (0.1 was best for self-distillation in the paper)
+    alpha: float = 0.0  # weight of the ground-truth term on the subset's labeled rows; 0 = labels unused
+    seed: int = 0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    checkpoint_every: int = 100  # optimiser steps between resumable states
+    log_every: int = 10  # steps between loss read-backs (each one syncs the device)
+    tensorboard: bool = False
+    eval_batch_size: int = 256  # images per forward pass of the test evaluation
+
+    def __post_init__(self) -> None:
+        check_training_config(self)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (1.0 in SimCLRv2), got {self.temperature!r}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1] (0 = labels unused), got {self.alpha!r}")
+
+
+def subset_labels(train: ImageSplit, subset: Path) -> torch.Tensor:
+    """Per training row its label if the row is in the subset, else -1 (unlabeled: no ground-truth term)."""
+    rows = load_subset(subset, train.ids)
+    labels = torch.full_like(train.labels, UNLABELED)
+    labels[rows] = train.labels[rows]
+    return labels
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """Eval mode (BN uses its running statistics) and no gradients: the teacher never changes."""
+    return model.eval().requires_grad_(False)
+
+
+def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    if "teacher" not in inputs:
+        raise ValueError("distill needs the 'teacher' input: the output directory of the finetune stage")
+    weights_file(inputs["teacher"], "finetune")  # fail before loading any data
+    if config.alpha > 0 and "subset" not in inputs:
+        raise ValueError(
+            f"alpha={config.alpha} weights a ground-truth term, which needs labels: pass the 'subset' "
+            "input (a label subset file), or set alpha to 0"
+        )
+    if "subset" in inputs and config.alpha == 0:
+        log.info("alpha is 0: the labels of subset %s are not used", inputs["subset"])
+    accelerator = make_accelerator(out_dir, config.seed, config.mixed_precision, config.tensorboard)
+    train, test = load_splits(config.data)
+    device = accelerator.device
+    check_batch_size(config.batch_size, len(train), accelerator.num_processes)
+    teacher = load_classifier(inputs["teacher"])
+    check_same_classes(teacher.class_names, train, teacher.file)
+    teacher_model = frozen(teacher.model.to(device))
+    architecture = config.student or teacher.architecture
+    student = classifier_for(architecture, 0, train.num_classes)  # no projection head
+
+    images = train.images.to(device)
+    labels = subset_labels(train, inputs["subset"]).to(device) if config.alpha > 0 else None
+
+    def loss_against_teacher(model: nn.Module, views: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher_model(views)
+        batch_labels = labels[rows] if labels is not None else None
+        return distillation_loss(model(views), teacher_logits, config.temperature, batch_labels, config.alpha)
+
+    result = train_classifier(accelerator, student, images, loss_against_teacher, config, out_dir, "distill")
+    metrics = {
+        "final_loss": result.curve[-1]["loss"] if result.curve else None,
+        "steps": result.total_steps,
+        "epochs": config.epochs,
+        "num_images": len(train),
+        "num_labels_used": int((labels != UNLABELED).sum()) if labels is not None else 0,
+        "temperature": config.temperature,
+        "alpha": config.alpha,
+        "student": dataclasses.asdict(architecture),
+        "teacher": dataclasses.asdict(teacher.architecture),
+        "global_batch": config.batch_size,
+        "processes": accelerator.num_processes,
+        "seconds_this_run": round(result.seconds, 3),
+        "images_per_second": round(config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
+    }
+    if accelerator.is_main_process:
+        metrics |= evaluate_on_test(result.model, test, config.image_size, config.eval_batch_size, device)
+        metrics["test_agreement_with_teacher"] = prediction_agreement(
+            result.model, teacher_model, test, config.image_size, config.eval_batch_size, device
+        )
+        save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, 0, train.class_names)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    accelerator.wait_for_everyone()
+    close_trackers(accelerator)
+    return metrics
+
+
+def encoder_config_from_json(text: str) -> EncoderConfig:
+    try:
+        return EncoderConfig(**json.loads(text))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise argparse.ArgumentTypeError(
+            f'--student takes a JSON encoder config such as \'{{"depth": 18, "width": 0.5}}\' ({error})'
+        ) from None
+
+
+def split_student_flag(argv: list[str]) -> tuple[list[str], EncoderConfig | None]:
+    """`--student JSON` is parsed here: the generic config CLI has no form for an optional nested config."""
+    parser = argparse.ArgumentParser(prog="stages.distill", add_help=False, allow_abbrev=False)
+    parser.add_argument("--student", type=encoder_config_from_json)
+    known, rest = parser.parse_known_args(argv)
+    return rest, known.student
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv, optional = split_optional_inputs(sys.argv[1:] if argv is None else argv, ["subset"])
+    argv, student = split_student_flag(argv)
+    config, inputs, out = parse_stage_args(DistillConfig, __doc__, argv, inputs=("teacher",))
+    if student is not None:
+        config = dataclasses.replace(config, student=student)
+    print(json.dumps(run(config, inputs | optional, out), indent=2))
+
+
+if __name__ == "__main__":
+    main()

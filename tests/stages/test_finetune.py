@@ -1,0 +1,261 @@
+"""The finetune stage and the supervised baseline on real digits: they learn, load pretrained weights, resume, stop on
+NaN, and refuse bad inputs with clear errors."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import stages.finetune as finetune
+from stages.data import DataConfig, load_splits
+from stages.evaluate import top_k_accuracy
+from stages.finetune import FinetuneConfig, build_finetune_model, classifier_param_groups, load_classifier
+from stages.pretrain import EncoderConfig, PretrainConfig
+from stages.pretrain import run as run_pretrain
+from stages.runtime import NonFiniteLossError, latest_checkpoint
+from stages.subsets import save_subset, select_subsets
+
+TINY = EncoderConfig(depth=18, width=0.125)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run fastest on one thread, and far faster than on oversubscribed ones on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits(DataConfig())
+
+
+@pytest.fixture(scope="module")
+def subsets(digits, tmp_path_factory) -> dict[str, Path]:
+    """Subset files for 10% (144 labels) and 100% of the digits training rows."""
+    train, _ = digits
+    folder = tmp_path_factory.mktemp("subsets")
+    paths = {}
+    for budget, (name, rows) in zip([0.1, 1.0], select_subsets(train.labels, [0.1, 1.0], seed=0).items(), strict=True):
+        paths[name] = folder / f"{name}.json"
+        save_subset(paths[name], rows, train.labels, train.ids, budget, seed=0)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A real, tiny pretrain output (4 steps)."""
+    out = tmp_path_factory.mktemp("pretrain")
+    run_pretrain(PretrainConfig(model=TINY, image_size=16, batch_size=64, epochs=0.2, checkpoint_every=1000), None, out)
+    return out
+
+
+def tiny_config(**overrides) -> FinetuneConfig:
+    fields = {
+        "model": TINY,
+        "image_size": 16,
+        "batch_size": 16,
+        "epochs": 1.0,
+        "checkpoint_every": 1000,
+        "log_every": 1,
+    }
+    return FinetuneConfig(**{**fields, **overrides})
+
+
+def read_metadata(out: Path) -> dict[str, str]:
+    with safe_open(out / "model.safetensors", "pt") as f:
+        return f.metadata()
+
+
+def read_curve(out: Path) -> list[float]:
+    return [float(line.split(",")[1]) for line in (out / "loss_curve.csv").read_text().splitlines()[1:]]
+
+
+def test_baseline_learns_digits_and_writes_weights_curve_and_metrics(tmp_path, digits, subsets):
+    config = tiny_config(batch_size=64, epochs=2.0, base_lr=0.05, optimizer="sgd", log_every=4)
+    metrics = finetune.run(config, {"subset": subsets["100pct"]}, tmp_path)
+
+    assert metrics["steps"] == 2 * (1437 // 64)
+    assert metrics["initialization"] == "random" and metrics["proj_selector"] == 0
+    assert metrics["num_labels"] == 1437 and metrics["num_classes"] == 10
+    assert metrics["test_top1"] > 0.35, metrics  # chance is 0.1
+    assert metrics["test_top5"] >= metrics["test_top1"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    curve = read_curve(tmp_path)
+    assert curve[-1] < curve[0] - 0.3, curve
+
+    metadata = read_metadata(tmp_path)
+    assert not any(key.startswith("head_layers.") for key in load_file(tmp_path / "model.safetensors"))  # no head
+    assert json.loads(metadata["architecture"]) == asdict(TINY)
+    assert metadata["proj_selector"] == "0" and metadata["num_classes"] == "10"
+    assert json.loads(metadata["class_names"]) == [str(d) for d in range(10)]
+
+    loaded = load_classifier(tmp_path)
+    _, test = digits
+    assert top_k_accuracy(loaded.model, test, image_size=16)["top1"] == pytest.approx(metrics["test_top1"])
+
+
+def test_the_zero_initialised_classifier_predicts_uniformly_before_the_first_step(
+    tmp_path, digits, pretrained, subsets
+):
+    train, _ = digits
+    images = torch.nn.functional.interpolate(train.images[:32].float() / 255, size=16)
+    for source in (None, pretrained):
+        model, _, _ = build_finetune_model(tiny_config(), source, num_classes=10)
+        model.train()
+        assert torch.equal(model(images).softmax(dim=1), torch.full((32, 10), 0.1))
+
+    finetune.run(tiny_config(epochs=0.2), {"subset": subsets["10pct"], "pretrain": pretrained}, tmp_path)
+    assert read_curve(tmp_path)[0] == pytest.approx(math.log(10), abs=1e-6)  # the first step's loss: uniform
+
+
+def test_finetuning_starts_from_the_pretrained_encoder_and_first_head_layer(pretrained):
+    saved = load_file(pretrained / "model.safetensors")
+    model, architecture, proj_selector = build_finetune_model(tiny_config(proj_selector=1), pretrained, 10)
+
+    assert architecture == TINY and proj_selector == 1
+    loaded = model.state_dict()
+    encoder_keys = [key for key in saved if key.startswith("encoder.")]
+    assert len(encoder_keys) > 50
+    for key in encoder_keys:
+        assert torch.equal(loaded[key], saved[key]), key
+    head_keys = [key for key in saved if key.startswith("head.layers.0.")]
+    for key in head_keys:
+        assert torch.equal(loaded[key.replace("head.layers.", "head_layers.")], saved[key]), key
+    assert len(model.head_layers) == 1  # layers 2 and 3 of the head are dropped
+    assert model.fc.in_features == 8 * 8  # width 0.125: 64 encoder features, kept by the d -> d head layer
+
+
+def test_finetune_run_from_pretrain_writes_a_classifier_that_keeps_the_head_layer(tmp_path, pretrained, subsets):
+    metrics = finetune.run(tiny_config(epochs=2.0), {"subset": subsets["10pct"], "pretrain": pretrained}, tmp_path)
+
+    assert metrics["initialization"] == "pretrain" and metrics["proj_selector"] == 1
+    assert metrics["num_labels"] == 144 and metrics["steps"] == 2 * (144 // 16)
+    assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
+    assert json.loads(read_metadata(tmp_path)["architecture"])["width"] == 0.125
+    assert any(key.startswith("head_layers.0.") for key in load_file(tmp_path / "model.safetensors"))
+    assert load_classifier(tmp_path).proj_selector == 1
+
+
+def test_a_crash_then_rerun_resumes_and_finishes_like_an_uninterrupted_run(tmp_path, subsets, monkeypatch):
+    config = tiny_config(epochs=2.0, checkpoint_every=3, base_lr=0.05, optimizer="sgd")
+    inputs = {"subset": subsets["10pct"]}
+    finetune.run(config, inputs, tmp_path / "straight")
+
+    real_loss, calls = finetune.cross_entropy, []
+
+    def loss_that_crashes_at_step_8(logits, labels):
+        calls.append(1)
+        if len(calls) == 8:
+            raise RuntimeError("simulated crash")
+        return real_loss(logits, labels)
+
+    monkeypatch.setattr(finetune, "cross_entropy", loss_that_crashes_at_step_8)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        finetune.run(config, inputs, tmp_path / "crashed")
+    assert latest_checkpoint(tmp_path / "crashed").name == "step-00000006"
+    monkeypatch.setattr(finetune, "cross_entropy", real_loss)
+    finetune.run(config, inputs, tmp_path / "crashed")
+
+    assert read_curve(tmp_path / "crashed") == pytest.approx(read_curve(tmp_path / "straight"), abs=1e-6)
+    straight, resumed = (load_file(tmp_path / run / "model.safetensors") for run in ("straight", "crashed"))
+    for key, value in straight.items():
+        assert torch.allclose(resumed[key], value, atol=1e-6), key
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(tmp_path, subsets, monkeypatch):
+    real_loss, calls = finetune.cross_entropy, []
+
+    def loss_that_breaks_at_step_5(logits, labels):
+        calls.append(1)
+        loss = real_loss(logits, labels)
+        return loss * float("nan") if len(calls) >= 5 else loss
+
+    monkeypatch.setattr(finetune, "cross_entropy", loss_that_breaks_at_step_5)
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan by step 5.*step-00000003"):
+        finetune.run(tiny_config(checkpoint_every=3), {"subset": subsets["10pct"]}, tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_the_linear_classifier_is_decayed_but_not_trust_scaled():
+    model, _, _ = build_finetune_model(tiny_config(), None, num_classes=10)
+    groups = classifier_param_groups(model, weight_decay=1e-4)
+    group_of = {id(param): group for group in groups for param in group["params"]}
+    assert (group_of[id(model.fc.weight)]["lars_adapt"], group_of[id(model.fc.weight)]["weight_decay"]) == (False, 1e-4)
+    assert (group_of[id(model.fc.bias)]["lars_adapt"], group_of[id(model.fc.bias)]["weight_decay"]) == (False, 0.0)
+    conv = next(param for param in model.encoder.parameters() if param.ndim == 4)
+    assert group_of[id(conv)]["lars_adapt"] and group_of[id(conv)]["weight_decay"] == 1e-4
+    assert sum(len(group["params"]) for group in groups) == len(list(model.parameters()))
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+
+def test_missing_pretrain_weights_name_the_path_and_the_stage_to_run(tmp_path, subsets):
+    missing = tmp_path / "no-pretrain-here"
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"{missing}/model.safetensors") + ".*run the pretrain stage first"
+    ):
+        finetune.run(tiny_config(), {"subset": subsets["10pct"], "pretrain": missing}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def copy_with_metadata(source: Path, target: Path, metadata: dict[str, str]) -> Path:
+    target.mkdir()
+    save_file(load_file(source / "model.safetensors"), str(target / "model.safetensors"), metadata=metadata)
+    return target
+
+
+def test_architecture_metadata_that_does_not_match_the_weights_is_refused(tmp_path, pretrained):
+    wider = json.dumps(asdict(TINY) | {"width": 0.25})
+    mismatched = copy_with_metadata(pretrained, tmp_path / "mismatched", {"architecture": wider})
+    with pytest.raises(
+        ValueError, match=re.escape(f"{mismatched}/model.safetensors: the weights do not match the architecture")
+    ):
+        build_finetune_model(tiny_config(), mismatched, 10)
+
+    bare = copy_with_metadata(pretrained, tmp_path / "bare", {})
+    with pytest.raises(ValueError, match=re.escape(f"{bare}/model.safetensors has no 'architecture' metadata")):
+        build_finetune_model(tiny_config(), bare, 10)
+
+
+def test_a_batch_larger_than_the_labeled_subset_is_a_clear_error(tmp_path, subsets):
+    with pytest.raises(
+        ValueError, match=r"batch_size=200 is larger than the labeled subset .*10pct.json \(144 labels\)"
+    ):
+        finetune.run(tiny_config(batch_size=200), {"subset": subsets["10pct"]}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --- command line ---------------------------------------------------------------------------------------------------
+
+
+def test_help_lists_the_inputs_and_the_config_flags():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.finetune", "--help"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    for flag in ("--out", "--subset", "--pretrain", "--model.depth", "--proj-selector", "--optimizer", "--base-lr"):
+        assert flag in result.stdout
+
+
+def test_main_takes_the_optional_pretrain_input(tmp_path, pretrained, subsets, capsys):
+    flags = ["--image-size", "16", "--batch-size", "16", "--epochs", "0.2", "--proj-selector", "2"]
+    finetune.main(["--out", str(tmp_path), "--subset", str(subsets["10pct"]), "--pretrain", str(pretrained), *flags])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["initialization"] == "pretrain" and printed["proj_selector"] == 2
+    assert load_classifier(tmp_path).proj_selector == 2
