@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import stages.evaluate as evaluate
-from stages.data import DataConfig, ImageSplit, load_splits
+from stages.data import ImageSplit
 from stages.evaluate import EvaluateConfig, knn_accuracy, knn_vote_accuracy, linear_probe, top_k_accuracy
 from stages.finetune import classifier_for, save_classifier
 from stages.pretrain import EncoderConfig, PretrainConfig
@@ -25,17 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster than on oversubscribed ones on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits(DataConfig())
 
 
 @pytest.fixture(scope="module")

@@ -16,42 +16,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import stages.finetune as finetune
-from stages.data import DataConfig, load_splits
 from stages.evaluate import top_k_accuracy
 from stages.finetune import FinetuneConfig, build_finetune_model, classifier_param_groups, load_classifier
 from stages.pretrain import EncoderConfig, PretrainConfig
 from stages.pretrain import run as run_pretrain
 from stages.runtime import NonFiniteLossError, latest_checkpoint
-from stages.subsets import save_subset, select_subsets
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster than on oversubscribed ones on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_splits(DataConfig())
-
-
-@pytest.fixture(scope="module")
-def subsets(digits, tmp_path_factory) -> dict[str, Path]:
-    """Subset files for 10% (144 labels) and 100% of the digits training rows."""
-    train, _ = digits
-    folder = tmp_path_factory.mktemp("subsets")
-    paths = {}
-    for budget, (name, rows) in zip([0.1, 1.0], select_subsets(train.labels, [0.1, 1.0], seed=0).items(), strict=True):
-        paths[name] = folder / f"{name}.json"
-        save_subset(paths[name], rows, train.labels, train.ids, budget, seed=0)
-    return paths
 
 
 @pytest.fixture(scope="module")

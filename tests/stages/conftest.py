@@ -1,0 +1,35 @@
+"""Fixtures shared by the stage tests: real digits data, subset files, one torch thread."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stages.data import DataConfig, load_splits
+from stages.subsets import save_subset, select_subsets
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions run fastest on one thread, and far faster than on oversubscribed ones on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits(DataConfig())
+
+
+@pytest.fixture(scope="module")
+def subsets(digits, tmp_path_factory) -> dict[str, Path]:
+    """Subset files for 10% (144 labels) and 100% of the digits training rows."""
+    train, _ = digits
+    folder = tmp_path_factory.mktemp("subsets")
+    paths = {}
+    for budget, (name, rows) in zip([0.1, 1.0], select_subsets(train.labels, [0.1, 1.0], seed=0).items(), strict=True):
+        paths[name] = folder / f"{name}.json"
+        save_subset(paths[name], rows, train.labels, train.ids, budget, seed=0)
+    return paths
