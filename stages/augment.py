@@ -1,7 +1,9 @@
 """Batched SimCLR augmentations: a whole `B x 3 x H x W` batch at once, on whatever device it sits on.
 
 Every sample gets its own random parameters, drawn from an optional seeded `torch.Generator` (same seed, same
-output). No step reads a value back to the host, so a GPU batch is augmented without synchronisation.
+output). No step reads a value back to the host, so a GPU batch is augmented without synchronisation. A process
+that augments its shard of a larger batch passes a `ShardedGenerator`: the parameters are drawn for the whole batch
+and sliced, so N processes together apply exactly the augmentations one process would apply to the whole batch.
 
 Follows the official SimCLRv2 TF code (SIMCLRV2.md section 5):
 - random resized crop (area 0.08-1, aspect 3/4-4/3) and horizontal flip, done together as one bicubic resampling
@@ -36,15 +38,31 @@ def to_float_images(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Uniform [0, 1) drawn on the generator's device, then moved to the batch's device."""
+@dataclass(frozen=True)
+class ShardedGenerator:
+    """Randomness for rows `start ... start + n` of a batch of `total` rows: every draw is made for all `total` rows
+    from `generator` and this shard's rows are kept."""
+
+    generator: torch.Generator
+    start: int
+    total: int
+
+
+Random = torch.Generator | ShardedGenerator | None
+
+
+def _rand(shape: tuple[int, ...], generator: Random, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) of `shape` (batch first), drawn on the generator's device, then moved to the batch's device."""
+    if isinstance(generator, ShardedGenerator):
+        whole = torch.rand(
+            (generator.total, *shape[1:]), generator=generator.generator, device=generator.generator.device
+        )
+        return whole[generator.start : generator.start + shape[0]].to(device, non_blocking=True)
     source = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=source).to(device, non_blocking=True)
 
 
-def _uniform(
-    shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None, device: torch.device
-) -> torch.Tensor:
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: Random, device: torch.device) -> torch.Tensor:
     return low + (high - low) * _rand(shape, generator, device)
 
 
@@ -53,7 +71,7 @@ def _uniform(
 
 def random_resized_crop_boxes(
     images: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Random = None,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
@@ -73,8 +91,8 @@ def random_resized_crop_boxes(
     fallback_h = height if image_ratio >= ratio[0] else width / ratio[0]
     w = torch.where(found, w, torch.full_like(w, fallback_w))
     h = torch.where(found, h, torch.full_like(h, fallback_h))
-    position = torch.where(found, _rand((2, batch), generator, device), 0.5)  # the fallback box is centred
-    x0, y0 = (width - w) * position[0], (height - h) * position[1]
+    position = torch.where(found.unsqueeze(1), _rand((batch, 2), generator, device), 0.5)  # fallback: centred
+    x0, y0 = (width - w) * position[:, 0], (height - h) * position[:, 1]
     return torch.stack([x0, y0, w, h], dim=1)
 
 
@@ -163,9 +181,7 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return _rgb_from(value, chroma, (hue + shift.view(-1, 1, 1)) % 1).clamp_(0, 1)
 
 
-def color_jitter(
-    images: torch.Tensor, strength: float, generator: torch.Generator | None = None, p: float = 0.8
-) -> torch.Tensor:
+def color_jitter(images: torch.Tensor, strength: float, generator: Random = None, p: float = 0.8) -> torch.Tensor:
     """SimCLR colour jitter with probability `p`: the four ops in a random order per sample.
 
     All samples go through four rounds; in each round a sample's scheduled op gets its random factor and the other
@@ -176,7 +192,7 @@ def color_jitter(
     batch, device = images.shape[0], images.device
     applied = _rand((batch,), generator, device) < p
     spread = 0.8 * strength
-    factors = _uniform((3, batch), max(1 - spread, 0), 1 + spread, generator, device)
+    factors = _uniform((batch, 3), max(1 - spread, 0), 1 + spread, generator, device).T
     factors = torch.where(applied, factors, torch.ones_like(factors))  # brightness, contrast, saturation
     hue = torch.where(applied, _uniform((batch,), -0.2 * strength, 0.2 * strength, generator, device), 0.0)
     order = _rand((batch, 4), generator, device).argsort(dim=1)  # a random permutation of the 4 ops per sample
@@ -190,7 +206,7 @@ def color_jitter(
     return images
 
 
-def random_grayscale(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.2) -> torch.Tensor:
+def random_grayscale(images: torch.Tensor, generator: Random = None, p: float = 0.2) -> torch.Tensor:
     weights = torch.tensor(GRAY_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     gray = (images * weights).sum(dim=1, keepdim=True).expand_as(images)
     chosen = _per_sample(_rand((images.shape[0],), generator, images.device) < p)
@@ -199,7 +215,7 @@ def random_grayscale(images: torch.Tensor, generator: torch.Generator | None = N
 
 def random_gaussian_blur(
     images: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator: Random = None,
     p: float = 0.5,
     sigma: tuple[float, float] = (0.1, 2.0),
 ) -> torch.Tensor:
@@ -245,7 +261,7 @@ class SimCLRAugment:
         if self.color_strength < 0:
             raise ValueError(f"color_strength must be >= 0, got {self.color_strength!r}")
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: Random = None) -> torch.Tensor:
         images = to_float_images(images)
         boxes = random_resized_crop_boxes(images, generator, scale=self.crop_scale)
         flip = _rand((images.shape[0],), generator, images.device) < 0.5
@@ -264,7 +280,7 @@ class CropFlipAugment:
     def __post_init__(self) -> None:
         _check_size(self.size)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: Random = None) -> torch.Tensor:
         images = to_float_images(images)
         boxes = random_resized_crop_boxes(images, generator, scale=self.crop_scale)
         flip = _rand((images.shape[0],), generator, images.device) < 0.5

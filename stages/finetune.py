@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,21 +37,19 @@ from stages.cli import parse_stage_args
 from stages.data import DataConfig, ImageSplit, load_splits
 from stages.heads import Classifier, ProjectionHead, SimCLRModel, build_classifier
 from stages.lars import LARS, lars_param_groups
-from stages.pretrain import WEIGHTS_FILE, EncoderConfig, _flat, _read_curve, _write_curve, build_pretrain_model
+from stages.pretrain import WEIGHTS_FILE, EncoderConfig, build_pretrain_model
 from stages.resnet import build_encoder
 from stages.runtime import (
-    StepCounter,
     check_batch_size,
-    check_finite,
     close_trackers,
+    global_batchnorm,
     local_batch,
     make_accelerator,
-    resume,
-    save_checkpoint,
     step_generator,
 )
 from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
 from stages.subsets import load_subset
+from stages.train_loop import TrainingResult, train_steps
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("lars", "sgd")
@@ -256,15 +253,6 @@ def make_optimizer(model: Classifier, config: TrainingConfig, lr: float) -> torc
 LossOf = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, views, batch rows) -> loss
 
 
-@dataclass
-class TrainingResult:
-    model: Classifier  # unwrapped, trained
-    curve: list[dict]
-    total_steps: int
-    steps_this_run: int
-    seconds: float
-
-
 def train_classifier(
     accelerator: Accelerator,
     model: Classifier,
@@ -274,58 +262,27 @@ def train_classifier(
     out_dir: Path,
     tracker: str,
 ) -> TrainingResult:
-    """Train `model` on crop + flip views of `images` (uint8 on the device): per-step cosine schedule, resumable
-    checkpoints and the NaN guard, exactly as the pretrain stage. `loss_of` gets the row indices of the batch so
-    that it can look up labels or anything else per example."""
+    """Train `model` on crop + flip views of `images` (uint8 on the device) with the per-step cosine schedule, the
+    resumable checkpoints and the NaN guard of every stage. `loss_of` gets the row indices of the batch so that it
+    can look up labels or anything else per example."""
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    if world > 1 and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = global_batchnorm(model, accelerator)
     optimizer = make_optimizer(model, config, scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling))
     steps_per_epoch = len(images) // config.batch_size
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    counter = StepCounter()
-    accelerator.register_for_checkpointing(scheduler, counter)  # stepped by us once per step, so not prepared
-    resume(accelerator, out_dir, counter)
-    if config.tensorboard:
-        accelerator.init_trackers(tracker, config=_flat(asdict(config)))
-
     augment = CropFlipAugment(config.image_size)
-    curve = _read_curve(out_dir, up_to=counter.step) if accelerator.is_main_process else []
-    loss_sum, window = torch.zeros((), device=device), 0
-    start, first_step = time.perf_counter(), counter.step
-    model.train()  # BN in train mode throughout, as in the reference
-    while counter.step < total_steps:
-        step = counter.step
-        rows = local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)
-        views = augment(images[rows], step_generator(config.seed, step, rank, device))
-        with accelerator.autocast():
-            loss = loss_of(model, views, rows)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        counter.step += 1
-        loss_sum += loss.detach()
-        window += 1
 
-        done = counter.step == total_steps
-        checkpoint_due = counter.step % config.checkpoint_every == 0 or done
-        if counter.step % config.log_every == 0 or checkpoint_due:
-            mean_loss = check_finite(accelerator.reduce(loss_sum, "mean"), counter.step, out_dir) / window
-            curve.append({"step": counter.step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-            accelerator.log({"loss": mean_loss, "lr": curve[-1]["lr"]}, step=counter.step)
-            log.info("step %d/%d loss %.4f", counter.step, total_steps, mean_loss)
-            loss_sum.zero_()
-            window = 0
-        if checkpoint_due:  # only after the loss was found finite: a checkpoint is always a good state
-            save_checkpoint(accelerator, out_dir, counter.step)
-            if accelerator.is_main_process:
-                _write_curve(out_dir, curve)
-    seconds = time.perf_counter() - start
-    return TrainingResult(accelerator.unwrap_model(model), curve, total_steps, total_steps - first_step, seconds)
+    def loss_at(model: nn.Module, step: int) -> torch.Tensor:
+        rows = local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)
+        views = augment(images[rows], step_generator(config.seed, step, rank, world, config.batch_size, device))
+        with accelerator.autocast():
+            return loss_of(model, views, rows)
+
+    return train_steps(
+        accelerator, model, optimizer, scheduler, total_steps, loss_at, config, out_dir, tracker, asdict(config)
+    )
 
 
 def evaluate_on_test(

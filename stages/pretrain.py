@@ -9,10 +9,8 @@ Writes `model.safetensors` (encoder + projection head, architecture in the metad
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,17 +27,15 @@ from stages.lars import LARS, lars_param_groups
 from stages.losses import nt_xent
 from stages.resnet import build_encoder
 from stages.runtime import (
-    StepCounter,
     check_batch_size,
-    check_finite,
     close_trackers,
+    global_batchnorm,
     local_batch,
     make_accelerator,
-    resume,
-    save_checkpoint,
     step_generator,
 )
 from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
+from stages.train_loop import train_steps
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
@@ -87,73 +83,40 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     check_batch_size(config.batch_size, len(train.labels), world)
 
-    model = build_pretrain_model(config.model)
-    if world > 1 and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # global BN, as in SimCLR
+    model = global_batchnorm(build_pretrain_model(config.model), accelerator)
     lr = scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling)
     optimizer = LARS(lars_param_groups(model, config.weight_decay), lr=lr)
     steps_per_epoch = len(train.labels) // config.batch_size
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    counter = StepCounter()
-    # The scheduler is stepped once per global step by us, so it is checkpointed but not wrapped by Accelerate.
-    accelerator.register_for_checkpointing(scheduler, counter)
-    resume(accelerator, out_dir, counter)
-    if config.tensorboard:
-        accelerator.init_trackers("pretrain", config=_flat(asdict(config)))
 
     images = train.images.to(device)  # in-memory uint8; augmentation happens on the device
     augment = SimCLRAugment(config.image_size, config.color_strength, config.blur)
-    curve = _read_curve(out_dir, up_to=counter.step) if accelerator.is_main_process else []
-    loss_sum, window = torch.zeros((), device=device), 0
-    start, first_step = time.perf_counter(), counter.step
-    model.train()
-    while counter.step < total_steps:
-        step = counter.step
+
+    def loss_at(model: nn.Module, step: int) -> torch.Tensor:
         batch = images[local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)]
-        generator = step_generator(config.seed, step, rank, device)
+        generator = step_generator(config.seed, step, rank, world, config.batch_size, device)
         views = torch.cat([augment(batch, generator), augment(batch, generator)])  # one forward for both views
         with accelerator.autocast():
             z1, z2 = model(views).chunk(2)
-        loss = nt_xent(z1, z2, config.temperature)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        counter.step += 1
-        loss_sum += loss.detach()
-        window += 1
+        return nt_xent(z1, z2, config.temperature)
 
-        done = counter.step == total_steps
-        checkpoint_due = counter.step % config.checkpoint_every == 0 or done
-        if counter.step % config.log_every == 0 or checkpoint_due:
-            mean_loss = check_finite(accelerator.reduce(loss_sum, "mean"), counter.step, out_dir) / window
-            curve.append({"step": counter.step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-            accelerator.log({"loss": mean_loss, "lr": curve[-1]["lr"]}, step=counter.step)
-            log.info("step %d/%d loss %.4f", counter.step, total_steps, mean_loss)
-            loss_sum.zero_()
-            window = 0
-        if checkpoint_due:  # only after the loss was found finite: a checkpoint is always a good state
-            save_checkpoint(accelerator, out_dir, counter.step)
-            if accelerator.is_main_process:
-                _write_curve(out_dir, curve)
-
-    seconds = time.perf_counter() - start
+    result = train_steps(
+        accelerator, model, optimizer, scheduler, total_steps, loss_at, config, out_dir, "pretrain", asdict(config)
+    )
     metrics = {
-        "final_loss": curve[-1]["loss"] if curve else None,
+        "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "steps": total_steps,
         "epochs": config.epochs,
         "num_images": len(train.labels),
         "global_batch": config.batch_size,
         "processes": world,
-        "seconds_this_run": round(seconds, 3),
-        "views_per_second": round(2 * config.batch_size * (total_steps - first_step) / max(seconds, 1e-9), 2),
+        "seconds_this_run": round(result.seconds, 3),
+        "views_per_second": round(2 * config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        save_weights(unwrapped, out_dir / WEIGHTS_FILE, config.model)
+        save_weights(result.model, out_dir / WEIGHTS_FILE, config.model)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     accelerator.wait_for_everyone()
     close_trackers(accelerator)
@@ -167,36 +130,6 @@ def save_weights(model: SimCLRModel, path: Path, config: EncoderConfig) -> None:
     partial = path.with_name(path.name + ".partial")
     save_file(state, str(partial), metadata={"architecture": json.dumps(asdict(config))})
     partial.replace(path)
-
-
-def _read_curve(out_dir: Path, up_to: int) -> list[dict]:
-    """The loss curve written so far, cut at the resumed step (rows after the last checkpoint are redone)."""
-    path = out_dir / "loss_curve.csv"
-    if not path.exists():
-        return []
-    with path.open() as f:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    return [dict(row, step=int(row["step"])) for row in rows if row["step"] <= up_to]
-
-
-def _write_curve(out_dir: Path, curve: list[dict]) -> None:
-    path = out_dir / "loss_curve.csv"
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "loss", "lr"])
-        writer.writeheader()
-        writer.writerows(curve)
-    partial.replace(path)
-
-
-def _flat(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value if isinstance(value, int | float | str | bool) else str(value)
-    return flat
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,48 +2,50 @@
 resume, and the non-finite-loss guard.
 
 Determinism without saved data-loader state: the batch order of epoch e is a permutation seeded by (seed, e), and
-the augmentation generator of step s on process r is seeded by (seed, s, r). A run resumed at step s therefore
-sees exactly the batches and augmentations an uninterrupted run sees.
+the augmentation randomness of step s is drawn for the whole global batch from (seed, s), each process keeping its
+rows. A run resumed at step s therefore sees exactly the batches and augmentations an uninterrupted run sees, and
+N processes see those of one process with the same global batch.
+
+A checkpoint is Accelerate's `save_state` (model as safetensors, optimiser, RNG) plus our `progress.json` (step and
+LR-scheduler state): JSON instead of Accelerate's pickled custom objects, which it reloads with unrestricted pickle.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import is_tensorboard_available, set_seed
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from stages.augment import ShardedGenerator
+from stages.global_batchnorm import convert_global_batchnorm
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 PARTIAL_SUFFIX = ".partial"
+PROGRESS_FILE = "progress.json"
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
 
 
-@dataclass
-class StepCounter:
-    """The optimiser step reached; saved with the Accelerate state so a resumed run knows where it is."""
-
-    step: int = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
-
-
 def make_accelerator(out_dir: Path, seed: int, mixed_precision: str = "no", tensorboard: bool = False) -> Accelerator:
+    if tensorboard and not is_tensorboard_available():
+        raise ValueError(
+            "tensorboard=true needs the tensorboard package: pip install 'simclrv2-pipeline[tensorboard]' "
+            "(or set tensorboard to false)"
+        )
     accelerator = Accelerator(
         mixed_precision=mixed_precision,
         log_with="tensorboard" if tensorboard else None,
@@ -54,9 +56,23 @@ def make_accelerator(out_dir: Path, seed: int, mixed_precision: str = "no", tens
     return accelerator
 
 
-def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """The augmentation RNG of one step on one process: independent of how many times the run was resumed."""
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+def step_generator(
+    seed: int, step: int, rank: int, world: int, global_batch: int, device: torch.device
+) -> ShardedGenerator:
+    """The augmentation randomness of one step: drawn for the whole global batch from (seed, step), this process
+    keeping its rows. Independent of how often the run was resumed and of how many processes share the batch."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+    return ShardedGenerator(generator, start=rank * (global_batch // world), total=global_batch)
+
+
+def global_batchnorm(model: nn.Module, accelerator: Accelerator) -> nn.Module:
+    """Normalise over the global batch when several processes share it, as SimCLR does: torch's SyncBatchNorm on
+    CUDA, our all-reduce version elsewhere (SyncBatchNorm is CUDA-only)."""
+    if accelerator.num_processes == 1:
+        return model
+    if accelerator.device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return convert_global_batchnorm(model)
 
 
 def local_batch(num_examples: int, global_batch: int, step: int, seed: int, rank: int, world: int) -> torch.Tensor:
@@ -95,7 +111,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.removeprefix("step-")), default=None)
 
 
-def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: int = 2) -> Path:
+def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, scheduler: LRScheduler, keep: int = 2) -> Path:
     """Write the full training state to `step-N.partial`, then rename it to `step-N`: a crash mid-write never
     leaves a directory that looks complete. Older checkpoints beyond `keep` are removed afterwards."""
     root = checkpoint_root(out_dir)
@@ -108,6 +124,8 @@ def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: in
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        progress = {"step": step, "scheduler": scheduler.state_dict()}
+        (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         for old in sorted(p for p in root.iterdir() if p.is_dir() and p.suffix != PARTIAL_SUFFIX)[:-keep]:
@@ -116,13 +134,16 @@ def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, keep: in
     return final
 
 
-def resume(accelerator: Accelerator, out_dir: Path, counter: StepCounter) -> None:
-    """Load the newest complete checkpoint, if any; `counter.step` then holds the step to continue from."""
+def resume(accelerator: Accelerator, out_dir: Path, scheduler: LRScheduler) -> int:
+    """Load the newest complete checkpoint, if any, and return the step to continue from (0 without one)."""
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None:
-        return
+        return 0
     accelerator.load_state(str(checkpoint))
-    log.info("resumed from %s at step %d", checkpoint, counter.step)
+    progress = json.loads((checkpoint / PROGRESS_FILE).read_text())
+    scheduler.load_state_dict(progress["scheduler"])
+    log.info("resumed from %s at step %d", checkpoint, progress["step"])
+    return int(progress["step"])
 
 
 def check_finite(loss_sum: torch.Tensor, step: int, out_dir: Path) -> float:

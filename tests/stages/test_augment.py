@@ -10,6 +10,7 @@ from stages.augment import (
     GRAY_WEIGHTS,
     CenterCrop,
     CropFlipAugment,
+    ShardedGenerator,
     SimCLRAugment,
     adjust_brightness,
     adjust_contrast,
@@ -409,6 +410,20 @@ def test_random_gaussian_blur_rate():
 
 
 # --- centre crop ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("augment", [SimCLRAugment(16, blur=True), CropFlipAugment(16)])
+def test_shards_together_apply_the_augmentations_of_the_whole_batch(augment):
+    images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8, generator=seeded(21))
+    generator = seeded(5)
+    whole = torch.cat([augment(images, generator), augment(images, generator)])
+    shards = []
+    for start in (0, 3):
+        generator = ShardedGenerator(seeded(5), start=start, total=6)
+        shard = images[start : start + 3]
+        shards.append(torch.cat([augment(shard, generator), augment(shard, generator)]))
+    assert torch.equal(torch.cat([whole[:3], whole[6:9], whole[3:6], whole[9:]]), torch.cat(shards))
+    assert not torch.equal(shards[0][:3], shards[1][:3])  # the shards did not just repeat each other
 
 
 def test_center_crop_is_deterministic_and_takes_central_0875():

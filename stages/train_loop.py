@@ -1,0 +1,123 @@
+"""The optimisation loop every training stage runs: resume, step, log, guard against NaN, checkpoint.
+
+A stage supplies the model, optimiser, per-step LR scheduler and a `loss_at(model, step)` function that builds the
+step's batch and returns its loss (under autocast); everything else is the same for pretrain, finetune and distill.
+The loss is read back to the host every `log_every` steps only, since each read-back synchronises the device.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from stages.runtime import check_finite, resume, save_checkpoint
+
+log = logging.getLogger(__name__)
+CURVE_FILE = "loss_curve.csv"
+CURVE_FIELDS = ("step", "loss", "lr")
+
+LossAt = Callable[[nn.Module, int], torch.Tensor]  # (prepared model, step) -> loss of that step's batch
+
+
+class LoopConfig(Protocol):
+    checkpoint_every: int
+    log_every: int
+    tensorboard: bool
+
+
+@dataclass
+class TrainingResult:
+    model: nn.Module  # unwrapped, trained
+    curve: list[dict]
+    total_steps: int
+    steps_this_run: int
+    seconds: float
+
+
+def train_steps(
+    accelerator: Accelerator,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    total_steps: int,
+    loss_at: LossAt,
+    config: LoopConfig,
+    out_dir: Path,
+    tracker: str,
+    tracker_config: dict[str, Any] | None = None,
+) -> TrainingResult:
+    """Run steps `resumed step ... total_steps - 1`; a checkpoint every `config.checkpoint_every` steps and at the
+    end, each written only after the loss was found finite, so a checkpoint is always a good state."""
+    model, optimizer = accelerator.prepare(model, optimizer)
+    step = first_step = resume(accelerator, out_dir, scheduler)  # the scheduler is stepped by us, not prepared
+    if config.tensorboard:
+        accelerator.init_trackers(tracker, config=flat_config(tracker_config or {}))
+    curve = read_curve(out_dir, up_to=step) if accelerator.is_main_process else []
+    loss_sum, window = torch.zeros((), device=accelerator.device), 0
+    start = time.perf_counter()
+    model.train()  # BN in train mode throughout, as in the reference
+    while step < total_steps:
+        loss = loss_at(model, step)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        loss_sum += loss.detach()
+        window += 1
+
+        checkpoint_due = step % config.checkpoint_every == 0 or step == total_steps
+        if step % config.log_every == 0 or checkpoint_due:
+            mean_loss = check_finite(accelerator.reduce(loss_sum, "mean"), step, out_dir) / window
+            curve.append({"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+            accelerator.log({"loss": mean_loss, "lr": curve[-1]["lr"]}, step=step)
+            log.info("%s step %d/%d loss %.4f", tracker, step, total_steps, mean_loss)
+            loss_sum.zero_()
+            window = 0
+        if checkpoint_due:
+            save_checkpoint(accelerator, out_dir, step, scheduler)
+            if accelerator.is_main_process:
+                write_curve(out_dir, curve)
+    seconds = time.perf_counter() - start
+    return TrainingResult(accelerator.unwrap_model(model), curve, total_steps, total_steps - first_step, seconds)
+
+
+def read_curve(out_dir: Path, up_to: int) -> list[dict]:
+    """The loss curve written so far, cut at the resumed step (rows after the last checkpoint are redone)."""
+    path = out_dir / CURVE_FILE
+    if not path.exists():
+        return []
+    with path.open() as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [dict(row, step=int(row["step"])) for row in rows if row["step"] <= up_to]
+
+
+def write_curve(out_dir: Path, curve: list[dict]) -> None:
+    path = out_dir / CURVE_FILE
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows(curve)
+    partial.replace(path)
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as flat `a.b` keys with scalar values, the form TensorBoard's hparams accept."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
