@@ -8,8 +8,8 @@ Inputs: `--teacher DIR` (the finetune stage's output) and, only for `--alpha` > 
 of the optional ground-truth term). SIMCLRV2.md section 6: the teacher is frozen and in eval mode, teacher and student
 see the same crop + flip batch, loss = -sum_y P_T(y|x; tau) log P_S(y|x; tau), plus alpha times the cross-entropy on
 labeled rows. The student has no projection head; `--student` (a JSON encoder config: depth, width, sk,
-small_images) picks a smaller network, by default it has the teacher's architecture (self-distillation). The
-optimiser settings default to the pretraining ones, as in the paper.
+small_images) picks a smaller network; by default (or `--student none`) it has the teacher's architecture
+(self-distillation). The optimiser settings default to the pretraining ones, as in the paper.
 
 Writes `model.safetensors` (the student classifier, loadable like a finetune output), `loss_curve.csv` and
 `metrics.json` (test top-1 / top-5 and agreement with the teacher) to `--out`; resumable state goes to
@@ -18,11 +18,9 @@ Writes `model.safetensors` (the student classifier, loadable like a finetune out
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,25 +28,16 @@ from typing import Literal
 import torch
 from torch import nn
 
+from stages.architecture import EncoderConfig, classifier_for
 from stages.cli import parse_stage_args
 from stages.data import DataConfig, ImageSplit, load_splits
-from stages.evaluate import prediction_agreement
-from stages.finetune import (
-    check_same_classes,
-    check_training_config,
-    classifier_for,
-    evaluate_on_test,
-    load_classifier,
-    save_classifier,
-    split_optional_inputs,
-    train_classifier,
-    weights_file,
-)
+from stages.evaluate import prediction_agreement, top_k_metrics
+from stages.finetune import check_training_config, train_classifier
 from stages.losses import distillation_loss
 from stages.losses.distillation import UNLABELED
-from stages.pretrain import WEIGHTS_FILE, EncoderConfig
 from stages.runtime import check_batch_size, close_trackers, make_accelerator
 from stages.subsets import load_subset
+from stages.weights import WEIGHTS_FILE, check_same_classes, load_classifier, save_classifier, weights_file
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +133,7 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "images_per_second": round(config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
     if accelerator.is_main_process:
-        metrics |= evaluate_on_test(result.model, test, config.image_size, config.eval_batch_size, device)
+        metrics |= top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device)
         metrics["test_agreement_with_teacher"] = prediction_agreement(
             result.model, teacher_model, test, config.image_size, config.eval_batch_size, device
         )
@@ -155,30 +144,11 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     return metrics
 
 
-def encoder_config_from_json(text: str) -> EncoderConfig:
-    try:
-        return EncoderConfig(**json.loads(text))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise argparse.ArgumentTypeError(
-            f'--student takes a JSON encoder config such as \'{{"depth": 18, "width": 0.5}}\' ({error})'
-        ) from None
-
-
-def split_student_flag(argv: list[str]) -> tuple[list[str], EncoderConfig | None]:
-    """`--student JSON` is parsed here: the generic config CLI has no form for an optional nested config."""
-    parser = argparse.ArgumentParser(prog="stages.distill", add_help=False, allow_abbrev=False)
-    parser.add_argument("--student", type=encoder_config_from_json)
-    known, rest = parser.parse_known_args(argv)
-    return rest, known.student
-
-
 def main(argv: list[str] | None = None) -> None:
-    argv, optional = split_optional_inputs(sys.argv[1:] if argv is None else argv, ["subset"])
-    argv, student = split_student_flag(argv)
-    config, inputs, out = parse_stage_args(DistillConfig, __doc__, argv, inputs=("teacher",))
-    if student is not None:
-        config = dataclasses.replace(config, student=student)
-    print(json.dumps(run(config, inputs | optional, out), indent=2))
+    config, inputs, out = parse_stage_args(
+        DistillConfig, __doc__, argv, inputs=("teacher",), optional_inputs=("subset",)
+    )
+    print(json.dumps(run(config, inputs, out), indent=2))
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ from torch import nn
 from stages.augment import CenterCrop
 from stages.cli import parse_stage_args
 from stages.data import DataConfig, ImageSplit, load_splits
-from stages.finetune import check_same_classes, load_classifier, load_pretrained, split_optional_inputs, weights_file
 from stages.runtime import make_accelerator
+from stages.weights import check_same_classes, load_classifier, load_pretrained, weights_file
 
 log = logging.getLogger(__name__)
 TOP_K = 5
+INPUTS = {"classifier": "finetune, baseline or distill", "pretrain": "pretrain"}  # input -> the stages that write it
 KNN_CHUNK = 256  # test rows per similarity matrix: bounds memory at KNN_CHUNK x num_train
 
 
@@ -101,6 +102,14 @@ def top_k_accuracy(
             hits_top1 += int(hits[:, 0].sum())
             hits_topk += int(hits.any(dim=1).sum())
     return {"top1": hits_top1 / len(split), "top5": hits_topk / len(split)}
+
+
+def top_k_metrics(
+    classifier: nn.Module, test: ImageSplit, image_size: int, batch_size: int = 256, device: torch.device | None = None
+) -> dict[str, float | int]:
+    """The metrics.json entries for a classifier's test accuracy: `test_top1`, `test_top5` and `num_test`."""
+    accuracy = top_k_accuracy(classifier, test, image_size, batch_size, device)
+    return {"test_top1": accuracy["top1"], "test_top5": accuracy["top5"], "num_test": len(test)}
 
 
 def predictions(
@@ -179,6 +188,21 @@ def knn_vote_accuracy(
     return correct / len(test_features)
 
 
+def split_features(
+    encoder: nn.Module,
+    train: ImageSplit,
+    test: ImageSplit,
+    image_size: int,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train features, test features) of a frozen encoder, on the CPU."""
+    return (
+        extract_features(encoder, train, image_size, batch_size, device),
+        extract_features(encoder, test, image_size, batch_size, device),
+    )
+
+
 def linear_probe(
     encoder: nn.Module,
     train: ImageSplit,
@@ -190,8 +214,7 @@ def linear_probe(
     max_iter: int = 1000,
 ) -> float:
     """Test accuracy of a logistic regression on the frozen encoder's features."""
-    train_features = extract_features(encoder, train, image_size, batch_size, device)
-    test_features = extract_features(encoder, test, image_size, batch_size, device)
+    train_features, test_features = split_features(encoder, train, test, image_size, batch_size, device)
     return probe_accuracy(train_features, train.labels, test_features, test.labels, c, max_iter)
 
 
@@ -206,8 +229,7 @@ def knn_accuracy(
     temperature: float = 0.07,
 ) -> float:
     """Test accuracy of cosine kNN on the frozen encoder's features."""
-    train_features = extract_features(encoder, train, image_size, batch_size, device)
-    test_features = extract_features(encoder, test, image_size, batch_size, device)
+    train_features, test_features = split_features(encoder, train, test, image_size, batch_size, device)
     return knn_vote_accuracy(train_features, train.labels, test_features, test.labels, k, temperature)
 
 
@@ -215,18 +237,17 @@ def knn_accuracy(
 
 
 def classifier_metrics(path: Path, test: ImageSplit, config: EvaluateConfig, device: torch.device) -> dict:
-    loaded = load_classifier(path, stage="finetune, baseline or distill")
+    loaded = load_classifier(path, stage=INPUTS["classifier"])
     check_same_classes(loaded.class_names, test, loaded.file)
-    accuracy = top_k_accuracy(loaded.model.to(device), test, config.image_size, config.batch_size, device)
-    return {"test_top1": accuracy["top1"], "test_top5": accuracy["top5"]}
+    return top_k_metrics(loaded.model.to(device), test, config.image_size, config.batch_size, device)
 
 
 def pretrain_metrics(
     path: Path, train: ImageSplit, test: ImageSplit, config: EvaluateConfig, device: torch.device
 ) -> dict:
+    """Linear probe and kNN on the same features: the encoder runs once per split."""
     encoder = load_pretrained(path)[0].encoder.to(device)
-    train_features = extract_features(encoder, train, config.image_size, config.batch_size, device)
-    test_features = extract_features(encoder, test, config.image_size, config.batch_size, device)
+    train_features, test_features = split_features(encoder, train, test, config.image_size, config.batch_size, device)
     probe = probe_accuracy(
         train_features, train.labels, test_features, test.labels, config.probe_c, config.probe_max_iter
     )
@@ -238,15 +259,13 @@ def pretrain_metrics(
 
 def run(config: EvaluateConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
     out_dir, inputs = Path(out_dir), inputs or {}
-    unknown = sorted(set(inputs) - {"classifier", "pretrain"})
-    if unknown or not inputs:
+    if not inputs or set(inputs) - set(INPUTS):
         raise ValueError(
             f"evaluate takes a 'classifier' and/or a 'pretrain' input (output directories), got {sorted(inputs)}"
         )
-    if "classifier" in inputs:
-        weights_file(inputs["classifier"], "finetune, baseline or distill")  # fail before loading any data
-    if "pretrain" in inputs:
-        weights_file(inputs["pretrain"], "pretrain")
+    for name, stage in INPUTS.items():
+        if name in inputs:
+            weights_file(inputs[name], stage)  # fail before loading any data
     accelerator = make_accelerator(out_dir, config.seed)
     train, test = load_splits(config.data)
     metrics: dict = {"num_test": len(test)}
@@ -263,8 +282,7 @@ def run(config: EvaluateConfig, inputs: dict[str, Path] | None, out_dir: Path) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv, inputs = split_optional_inputs(argv, ["classifier", "pretrain"])
-    config, _, out = parse_stage_args(EvaluateConfig, __doc__, argv)
+    config, inputs, out = parse_stage_args(EvaluateConfig, __doc__, argv, optional_inputs=tuple(INPUTS))
     if not inputs:
         sys.exit("stages.evaluate: pass --classifier DIR and/or --pretrain DIR (see --help)")
     print(json.dumps(run(config, inputs, out), indent=2))

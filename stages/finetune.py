@@ -16,29 +16,25 @@ the test top-1 / top-5) to `--out`; resumable state goes to `--out/checkpoints/`
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
 from accelerate import Accelerator
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.functional import cross_entropy
 
+from stages.architecture import EncoderConfig, classifier_for
 from stages.augment import CropFlipAugment
 from stages.cli import parse_stage_args
 from stages.data import DataConfig, ImageSplit, load_splits
-from stages.heads import Classifier, ProjectionHead, SimCLRModel, build_classifier
+from stages.evaluate import top_k_metrics
+from stages.heads import Classifier, build_classifier
 from stages.lars import LARS, lars_param_groups
-from stages.pretrain import WEIGHTS_FILE, EncoderConfig, build_pretrain_model
-from stages.resnet import build_encoder
 from stages.runtime import (
     check_batch_size,
     close_trackers,
@@ -50,6 +46,7 @@ from stages.runtime import (
 from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
 from stages.subsets import load_subset
 from stages.train_loop import TrainingResult, train_steps
+from stages.weights import WEIGHTS_FILE, load_pretrained, save_classifier, weights_file
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("lars", "sgd")
@@ -111,123 +108,6 @@ def check_training_config(config: TrainingConfig) -> None:
         )
 
 
-# --- weights files -------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadedClassifier:
-    model: Classifier
-    architecture: EncoderConfig
-    proj_selector: int
-    class_names: list[str]
-    file: Path
-
-
-def weights_file(path: Path, stage: str) -> Path:
-    """`path` itself when it is a weights file, else `path/model.safetensors`; missing -> what to run first."""
-    path = Path(path)
-    file = path if path.is_file() else path / WEIGHTS_FILE
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"no weights at {file}: run the {stage} stage first (its output directory holds "
-            f"{WEIGHTS_FILE}), or pass the right directory"
-        )
-    return file
-
-
-def read_weights(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        return load_file(str(file)), metadata
-    except (SafetensorError, OSError) as error:
-        raise ValueError(
-            f"{file} is not a readable safetensors file ({error}); rerun the stage that wrote it"
-        ) from None
-
-
-def architecture_of(metadata: dict[str, str], file: Path) -> EncoderConfig:
-    if "architecture" not in metadata:
-        raise ValueError(
-            f"{file} has no 'architecture' metadata, so its network cannot be rebuilt safely; it was not "
-            "written by this pipeline's pretrain/finetune/distill stages: rerun the stage that makes it"
-        )
-    try:
-        return EncoderConfig(**json.loads(metadata["architecture"]))
-    except (json.JSONDecodeError, TypeError) as error:
-        raise ValueError(f"{file}: its 'architecture' metadata is not a valid encoder config ({error})") from None
-
-
-def load_matching(model: nn.Module, state: dict[str, torch.Tensor], file: Path, architecture: EncoderConfig) -> None:
-    """Strict load: a key or shape mismatch means the metadata does not describe these weights."""
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(
-            f"{file}: the weights do not match the architecture in its metadata ({architecture}): "
-            f"{detail}. The file was edited or mixed up; rerun the stage that wrote it"
-        ) from None
-
-
-def load_pretrained(path: Path) -> tuple[SimCLRModel, EncoderConfig]:
-    """The pretrain stage's encoder + projection head, rebuilt from the architecture in the file's metadata."""
-    file = weights_file(path, "pretrain")
-    state, metadata = read_weights(file)
-    architecture = architecture_of(metadata, file)
-    model = build_pretrain_model(architecture)
-    load_matching(model, state, file, architecture)
-    return model, architecture
-
-
-def classifier_for(architecture: EncoderConfig, proj_selector: int, num_classes: int) -> Classifier:
-    """A fresh classifier of this shape: encoder, `proj_selector` head layers (none for 0), zero-init linear layer."""
-    encoder = build_encoder(architecture.depth, architecture.width, architecture.sk, architecture.small_images)
-    head = ProjectionHead(encoder.out_dim, architecture.head_layers) if proj_selector > 0 else None
-    return build_classifier(encoder, head, num_classes, proj_selector)
-
-
-def save_classifier(
-    model: Classifier, path: Path, architecture: EncoderConfig, proj_selector: int, class_names: Sequence[str]
-) -> None:
-    """Classifier weights as safetensors; the metadata holds what `load_classifier` needs to rebuild the network."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {
-        "architecture": json.dumps(asdict(architecture)),
-        "proj_selector": str(proj_selector),
-        "num_classes": str(len(class_names)),
-        "class_names": json.dumps(list(class_names)),
-    }
-    partial = path.with_name(path.name + ".partial")
-    save_file(state, str(partial), metadata=metadata)
-    partial.replace(path)
-
-
-def load_classifier(path: Path, stage: str = "finetune") -> LoadedClassifier:
-    """A classifier written by finetune (also the baseline) or distill, rebuilt from its metadata."""
-    file = weights_file(path, stage)
-    state, metadata = read_weights(file)
-    architecture = architecture_of(metadata, file)
-    missing = [key for key in ("proj_selector", "class_names") if key not in metadata]
-    if missing:
-        raise ValueError(
-            f"{file} is not a classifier (no {missing} metadata): pass the output directory of the "
-            "finetune, baseline or distill stage"
-        )
-    proj_selector, class_names = int(metadata["proj_selector"]), json.loads(metadata["class_names"])
-    model = classifier_for(architecture, proj_selector, len(class_names))
-    load_matching(model, state, file, architecture)
-    return LoadedClassifier(model, architecture, proj_selector, class_names, file)
-
-
-def check_same_classes(class_names: Sequence[str], split: ImageSplit, file: Path) -> None:
-    if list(class_names) != list(split.class_names):
-        raise ValueError(
-            f"{file} was trained on classes {list(class_names)[:10]} but the data has "
-            f"{split.class_names[:10]}; use the same data config as the stage that wrote it"
-        )
-
-
 # --- the classifier training loop (shared with distill) ------------------------------------------------------------
 
 
@@ -283,16 +163,6 @@ def train_classifier(
     return train_steps(
         accelerator, model, optimizer, scheduler, total_steps, loss_at, config, out_dir, tracker, asdict(config)
     )
-
-
-def evaluate_on_test(
-    model: Classifier, test: ImageSplit, image_size: int, batch_size: int, device: torch.device
-) -> dict:
-    # Imported here: evaluate imports this module's weight loaders, so a top-level import would be circular.
-    from stages.evaluate import top_k_accuracy
-
-    accuracy = top_k_accuracy(model, test, image_size, batch_size, device)
-    return {"test_top1": accuracy["top1"], "test_top5": accuracy["top5"], "num_test": len(test)}
 
 
 # --- the stage -----------------------------------------------------------------------------------------------------
@@ -356,7 +226,7 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "images_per_second": round(config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
     if accelerator.is_main_process:
-        metrics |= evaluate_on_test(result.model, test, config.image_size, config.eval_batch_size, device)
+        metrics |= top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device)
         save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, proj_selector, train.class_names)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     accelerator.wait_for_everyone()
@@ -364,19 +234,11 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     return metrics
 
 
-def split_optional_inputs(argv: list[str] | None, names: Sequence[str]) -> tuple[list[str], dict[str, Path]]:
-    """Take `--<name> PATH` for optional inputs out of argv (`parse_stage_args` makes its inputs required)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for name in names:
-        parser.add_argument(f"--{name}", type=Path)
-    known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return rest, {name: value for name, value in vars(known).items() if value is not None}
-
-
 def main(argv: list[str] | None = None) -> None:
-    argv, optional = split_optional_inputs(argv, ["pretrain"])
-    config, inputs, out = parse_stage_args(FinetuneConfig, __doc__, argv, inputs=("subset",))
-    print(json.dumps(run(config, inputs | optional, out), indent=2))
+    config, inputs, out = parse_stage_args(
+        FinetuneConfig, __doc__, argv, inputs=("subset",), optional_inputs=("pretrain",)
+    )
+    print(json.dumps(run(config, inputs, out), indent=2))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     python -m stages.pretrain --out runs/pretrain --epochs 20
     accelerate launch --num_processes 8 -m stages.pretrain --out runs/pretrain --data.source imagefolder:/data/train
 
-Writes `model.safetensors` (encoder + projection head, architecture in the metadata), `loss_curve.csv` and
-`metrics.json` to `--out`; resumable state goes to `--out/checkpoints/` and a rerun continues from it.
+Writes `model.safetensors` (encoder + projection head, architecture in the metadata: see stages/weights.py),
+`loss_curve.csv` and `metrics.json` to `--out`; resumable state goes to `--out/checkpoints/` and a rerun continues
+from it.
 """
 
 from __future__ import annotations
@@ -16,16 +17,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
+from stages.architecture import EncoderConfig, build_pretrain_model
 from stages.augment import SimCLRAugment
 from stages.cli import parse_stage_args
 from stages.data import DataConfig, load_splits
-from stages.heads import ProjectionHead, SimCLRModel
 from stages.lars import LARS, lars_param_groups
 from stages.losses import nt_xent
-from stages.resnet import build_encoder
 from stages.runtime import (
     check_batch_size,
     close_trackers,
@@ -36,18 +35,9 @@ from stages.runtime import (
 )
 from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
 from stages.train_loop import train_steps
+from stages.weights import WEIGHTS_FILE, save_pretrained
 
 log = logging.getLogger(__name__)
-WEIGHTS_FILE = "model.safetensors"
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    depth: int = 18
-    width: float = 0.25
-    sk: bool = False
-    small_images: bool = True
-    head_layers: int = 3
 
 
 @dataclass(frozen=True)
@@ -69,11 +59,6 @@ class PretrainConfig:
     checkpoint_every: int = 100  # optimiser steps between resumable states
     log_every: int = 10  # steps between loss read-backs (each one syncs the device)
     tensorboard: bool = False
-
-
-def build_pretrain_model(config: EncoderConfig) -> SimCLRModel:
-    encoder = build_encoder(config.depth, config.width, config.sk, config.small_images)
-    return SimCLRModel(encoder, ProjectionHead(encoder.out_dim, config.head_layers))
 
 
 def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
@@ -116,20 +101,11 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
         "views_per_second": round(2 * config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
     if accelerator.is_main_process:
-        save_weights(result.model, out_dir / WEIGHTS_FILE, config.model)
+        save_pretrained(result.model, out_dir / WEIGHTS_FILE, config.model)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     accelerator.wait_for_everyone()
     close_trackers(accelerator)
     return metrics
-
-
-def save_weights(model: SimCLRModel, path: Path, config: EncoderConfig) -> None:
-    """Encoder + head weights as safetensors; the architecture travels in the metadata so that a mismatched
-    checkpoint is caught before loading."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    partial = path.with_name(path.name + ".partial")
-    save_file(state, str(partial), metadata={"architecture": json.dumps(asdict(config))})
-    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> None:

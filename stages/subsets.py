@@ -23,10 +23,14 @@ import os
 import posixpath
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from stages.cli import parse_stage_args
+from stages.data import DataConfig, load_splits
 
 Budget = float | int  # float in (0, 1]: a fraction of the training set; int >= 1: an absolute number of labels
 
@@ -285,3 +289,40 @@ def indices_from_names(entries: Sequence[Any], ids: Sequence[str], path: str | o
 
 def _basename(name: str) -> str:
     return posixpath.basename(str(name).replace("\\", "/"))
+
+
+# --- the stage -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubsetsConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    budgets: tuple[Budget, ...] = (0.01, 0.1)
+    seed: int = 0
+    user_lists: dict[str, str] = field(default_factory=dict)  # budget name -> a user's id / file-name list
+
+
+def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
+    """Write `<budget name>.json` for every budget into `out_dir`: selected here, or read from the user's list for
+    that budget (then checked against the data and saved in our checksummed form). Returns name -> label count."""
+    train, _ = load_splits(config.data)
+    selected = select_subsets(train.labels, list(config.budgets), config.seed)
+    unknown = sorted(set(config.user_lists) - set(selected))
+    if unknown:
+        raise SubsetError(f"user_lists names {unknown}, which are not budgets; the budgets are {sorted(selected)}")
+    metrics = {}
+    for budget in config.budgets:
+        name = budget_name(budget)
+        rows = load_subset(config.user_lists[name], train.ids) if name in config.user_lists else selected[name]
+        record = save_subset(Path(out_dir) / f"{name}.json", rows, train.labels, train.ids, budget, config.seed)
+        metrics[name] = record["num_labels"]
+    return {"num_labels": metrics, "num_train": len(train.labels), "num_classes": train.num_classes}
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, _, out = parse_stage_args(SubsetsConfig, "Write the label subset of every budget as JSON.", argv)
+    print(json.dumps(run(config, None, out), indent=2))
+
+
+if __name__ == "__main__":
+    main()

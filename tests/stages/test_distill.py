@@ -14,12 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 import stages.distill as distill
+from stages.architecture import EncoderConfig, build_pretrain_model
 from stages.distill import DistillConfig, subset_labels
 from stages.evaluate import predictions
-from stages.finetune import FinetuneConfig, load_classifier
+from stages.finetune import FinetuneConfig
 from stages.finetune import run as run_finetune
-from stages.pretrain import EncoderConfig, build_pretrain_model, save_weights
 from stages.runtime import NonFiniteLossError
+from stages.weights import load_classifier, save_pretrained
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +132,7 @@ def test_missing_teacher_names_the_path_and_the_stage_to_run(tmp_path):
 
 def test_a_pretrain_output_is_not_a_teacher(tmp_path):
     tmp_path.joinpath("pretrain").mkdir()
-    save_weights(build_pretrain_model(TINY), tmp_path / "pretrain" / "model.safetensors", TINY)
+    save_pretrained(build_pretrain_model(TINY), tmp_path / "pretrain" / "model.safetensors", TINY)
     with pytest.raises(ValueError, match=r"is not a classifier .*finetune, baseline or distill"):
         distill.run(tiny_config(), {"teacher": tmp_path / "pretrain"}, tmp_path / "out")
 

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 import stages.evaluate as evaluate
+from stages.architecture import EncoderConfig, classifier_for
 from stages.data import ImageSplit
 from stages.evaluate import EvaluateConfig, knn_accuracy, knn_vote_accuracy, linear_probe, top_k_accuracy
-from stages.finetune import classifier_for, save_classifier
-from stages.pretrain import EncoderConfig, PretrainConfig
+from stages.pretrain import PretrainConfig
 from stages.pretrain import run as run_pretrain
 from stages.resnet import build_encoder
+from stages.weights import save_classifier
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]

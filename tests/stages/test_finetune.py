@@ -16,11 +16,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import stages.finetune as finetune
+from stages.architecture import EncoderConfig
 from stages.evaluate import top_k_accuracy
-from stages.finetune import FinetuneConfig, build_finetune_model, classifier_param_groups, load_classifier
-from stages.pretrain import EncoderConfig, PretrainConfig
+from stages.finetune import FinetuneConfig, build_finetune_model, classifier_param_groups
+from stages.pretrain import PretrainConfig
 from stages.pretrain import run as run_pretrain
 from stages.runtime import NonFiniteLossError, latest_checkpoint
+from stages.weights import load_classifier
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]

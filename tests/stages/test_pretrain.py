@@ -13,7 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import stages.pretrain as pretrain
-from stages.pretrain import EncoderConfig, PretrainConfig
+from stages.architecture import EncoderConfig
+from stages.pretrain import PretrainConfig
 from stages.runtime import NonFiniteLossError, latest_checkpoint
 
 TINY = ["--model.depth", "18", "--model.width", "0.125", "--image-size", "16", "--batch-size", "64"]

@@ -8,8 +8,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+import stages.subsets as subsets_stage
 from stages.subsets import (
     SubsetError,
+    SubsetsConfig,
     budget_name,
     indices_sha256,
     load_subset,
@@ -229,3 +231,26 @@ def test_missing_and_empty_lists(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(SubsetError, match="lists no ids"):
         load_subset(tmp_path / "empty.txt", ["a"])
+
+
+# --- the stage -----------------------------------------------------------------------------------------------------
+
+
+def test_stage_writes_one_checked_file_per_budget_and_takes_user_lists(digits, tmp_path):
+    train, _ = digits
+    user_list = tmp_path / "mine.txt"
+    user_list.write_text("\n".join(train.ids[:30]))
+    config = SubsetsConfig(budgets=(20, 0.1), user_lists={"10pct": str(user_list)})
+    metrics = subsets_stage.run(config, None, tmp_path / "out")
+    assert metrics["num_labels"] == {"20labels": 20, "10pct": 30}
+    assert load_subset(tmp_path / "out" / "20labels.json", train.ids).tolist() == sorted(
+        select_subsets(train.labels, [20], seed=0)["20labels"].tolist()
+    )
+    assert load_subset(tmp_path / "out" / "10pct.json", train.ids).tolist() == list(range(30))
+
+
+def test_stage_refuses_a_user_list_for_an_unknown_budget(tmp_path):
+    with pytest.raises(SubsetError, match=r"user_lists names \['5pct'\], which are not budgets"):
+        config = SubsetsConfig(budgets=(20,), user_lists={"5pct": str(tmp_path / "x.txt")})
+        subsets_stage.run(config, None, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
