@@ -1,0 +1,111 @@
+"""The `simclrv2` command.
+
+    simclrv2 run [CONFIG] [--set KEY=VALUE ...] [--only STAGE ...] [--force STAGE ...]
+    simclrv2 serve          # serve one deployment per configs/*.yaml for `prefect deployment run`
+
+Without CONFIG, `run` runs configs/quickstart.yaml and ends by printing where the report is. A bad config, a missing
+upstream for `--only`, or a second run of a running experiment is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipeline.plan import build_plan, select
+from pipeline.store import ExperimentLocked, code_version, experiment_lock
+
+CONFIG_DIR = DEFAULT_CONFIG.parent
+USAGE_ERRORS = (ConfigError, ExperimentLocked, ValueError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simclrv2", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the pipeline (default: the quickstart)")
+    run.add_argument("config", nargs="?", type=Path, help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set pretrain.epochs=20 (repeatable)",
+    )
+    run.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run only this stage (e.g. finetune or finetune[10pct]) from existing upstream outputs",
+    )
+    run.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rerun this stage and everything downstream of it, even if finished",
+    )
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another run of the same experiment to finish (default: stop at once)",
+    )
+    commands.add_parser("serve", help="serve the deployments (one per configs/*.yaml) until interrupted")
+    return parser
+
+
+def check_run_request(args: argparse.Namespace) -> None:
+    """Everything that can be checked before Prefect starts, so that mistakes are one line, not a failed flow."""
+    cfg = load_config(args.config, args.overrides)
+    plan = build_plan(cfg, code_version())
+    select(plan, args.only)
+    select(plan, args.force)
+    with experiment_lock(cfg.runs_dir, cfg.experiment, timeout=args.wait):
+        pass
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        check_run_request(args)
+    except USAGE_ERRORS as error:
+        print(f"simclrv2 run: {error}", file=sys.stderr)
+        return 2
+    from pipeline.flow import simclrv2_pipeline  # Prefect is imported only when a flow really runs
+
+    config = str(args.config) if args.config else None
+    report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait)
+    print(f"report: {report}")
+    return 0
+
+
+def serve_command() -> int:
+    from prefect import serve
+
+    from pipeline.flow import simclrv2_pipeline
+
+    deployments = [
+        simclrv2_pipeline.to_deployment(
+            name=path.stem,
+            parameters={"config": str(path)},
+            description=f"SimCLRv2 pipeline on {path.name}; rerun a stage with --param force=<stage>",
+        )
+        for path in sorted(CONFIG_DIR.glob("*.yaml"))
+    ]
+    serve(*deployments)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(run_command(args) if args.command == "run" else serve_command())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Running one stage: in this process for a single process, under `accelerate launch` for several.
+
+In-process runs call `stages.<name>.run(config, inputs, out_dir)` directly. Launched runs build the stage's command
+line from its config (`stages.cli.config_to_args`), start `accelerate launch` in its own process group, hand every
+output line to a callback (the Prefect run log), and kill the whole group on failure, timeout, cancellation or
+interrupt, so no orphaned worker keeps a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import LaunchConfig
+from stages.cli import config_to_args
+
+log = logging.getLogger(__name__)
+KILL_GRACE_SECONDS = 10
+TAIL_LINES = 40
+
+
+class StageFailed(RuntimeError):
+    """A launched stage exited with an error; the message holds the tail of its output."""
+
+
+def run_in_process(module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path) -> dict:
+    """`stages.<module>.run(...)` in this process; returns its metrics."""
+    stage = importlib.import_module(f"stages.{module}")
+    return stage.run(config, dict(inputs), out_dir)
+
+
+def launch_command(
+    module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path, launch: LaunchConfig
+) -> list[str]:
+    """The `accelerate launch` command line that runs `stages.<module>` with `config` on `launch`'s processes."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", str(launch.num_processes), "--num_machines", str(launch.num_machines)]
+    command += ["--machine_rank", str(launch.machine_rank), "--main_process_port", str(launch.main_process_port)]
+    if launch.main_process_ip:
+        command += ["--main_process_ip", launch.main_process_ip]
+    if launch.num_machines > 1:
+        command += ["--rdzv_backend", launch.rdzv_backend]
+        if launch.same_network:
+            command.append("--same_network")
+    if launch.gpu_ids:
+        command += ["--gpu_ids", launch.gpu_ids]
+    command += [*launch.extra_args, "-m", f"stages.{module}", "--out", str(out_dir)]
+    for name, path in inputs.items():
+        command += [f"--{name}", str(path)]
+    return command + config_to_args(config)
+
+
+def launch_env(launch: LaunchConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    if launch.use_cpu:
+        env["ACCELERATE_USE_CPU"] = "1"  # with --multi_gpu: several CPU processes over gloo
+    return env
+
+
+def run_launched(
+    command: list[str],
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+    timeout: float | None = None,
+) -> None:
+    """Run `command` in a new process group, streaming its merged output line by line to `on_line`.
+
+    Any way out other than a clean exit (error, timeout, KeyboardInterrupt, a cancelled Prefect task) kills the
+    whole group: first SIGTERM, then SIGKILL after a grace period."""
+    process = subprocess.Popen(
+        command,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # its own process group, so that killpg reaches every worker
+    )
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    timed_out = threading.Event()
+
+    def kill_on_timeout() -> None:
+        timed_out.set()
+        _kill_group(process)
+
+    timer = threading.Timer(timeout, kill_on_timeout) if timeout else None
+    try:
+        if timer:
+            timer.start()
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            on_line(line.rstrip())
+        code = process.wait()
+    except BaseException:
+        _kill_group(process)
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    if code != 0:
+        why = f"timed out after {timeout:g} s and was killed" if timed_out.is_set() else f"exited with code {code}"
+        raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n" + "\n".join(tail))
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_stage(
+    module: str,
+    config: Any,
+    inputs: Mapping[str, Path],
+    out_dir: Path,
+    launch: LaunchConfig,
+    on_line: Callable[[str], None] = print,
+    timeout: float | None = None,
+) -> dict:
+    """Run a stage in-process (one process) or launched (several); either way return its metrics."""
+    if launch.num_processes == 1:
+        return run_in_process(module, config, inputs, out_dir)
+    run_launched(launch_command(module, config, inputs, out_dir, launch), launch_env(launch), on_line, timeout)
+    return json.loads((Path(out_dir) / "metrics.json").read_text())

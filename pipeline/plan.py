@@ -1,0 +1,123 @@
+"""The stage instances of one experiment, in dependency order, each with its fingerprint and run directory.
+
+    subsets ──> baseline[b] ─────────────────────────────┐
+        └─────> finetune[b] ──> distill[b] ──────────────┼──> report
+    pretrain ──┴──> evaluate (linear probe, kNN) ────────┘
+
+`finetune`, `baseline` and `distill` run once per label budget `b`; the baseline also on 100% of the labels when
+`report.full_label_baseline` is set. A fingerprint hashes the instance's config, its upstream fingerprints and the
+code version (pipeline/store.py), so changing a setting re-runs that stage and everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ExperimentConfig, stage_config
+from pipeline.store import file_sha256, fingerprint, stage_dir
+from stages.subsets import SubsetsConfig
+
+REPORT = "report"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a stage: the directory of an upstream instance, or one file inside it."""
+
+    run: str  # the upstream instance, e.g. "subsets"
+    file: str | None = None  # e.g. "10pct.json"; None: the whole directory
+
+
+@dataclass(frozen=True)
+class StageRun:
+    name: str  # the instance, e.g. "finetune[10pct]"
+    module: str  # stages.<module> runs it; "report" is built by reports/
+    config: Any  # the stage's config dataclass (a plain dict for the report)
+    inputs: dict[str, Input] = field(default_factory=dict)
+    fingerprint: str = ""
+    out_dir: Path = Path()
+
+    @property
+    def kind(self) -> str:
+        """The stage name without the budget: "finetune[10pct]" -> "finetune"."""
+        return self.name.split("[", 1)[0]
+
+    @property
+    def upstream(self) -> list[str]:
+        return sorted({i.run for i in self.inputs.values()})
+
+
+Plan = dict[str, StageRun]  # instance name -> run, in dependency order
+
+
+def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
+    """Every instance of the experiment with its config and inputs, upstream before downstream."""
+    subset_names = {**cfg.budget_names("finetune"), **cfg.budget_names("baseline")}
+    subsets = SubsetsConfig(
+        data=stage_config(cfg, "pretrain").data,
+        budgets=tuple(subset_names.values()),
+        seed=cfg.subset_seed,
+        user_lists={name: str(path) for name, path in cfg.subsets.items()},
+    )
+    runs = [StageRun("subsets", "subsets", subsets), StageRun("pretrain", "pretrain", stage_config(cfg, "pretrain"))]
+    for budget in cfg.budget_names("baseline"):
+        runs.append(_budget_run(cfg, "baseline", budget, {"subset": Input("subsets", f"{budget}.json")}))
+    for budget in cfg.budget_names("finetune"):
+        subset = Input("subsets", f"{budget}.json")
+        runs.append(_budget_run(cfg, "finetune", budget, {"subset": subset, "pretrain": Input("pretrain")}))
+        distill = stage_config(cfg, "distill", budget)
+        teacher = {"teacher": Input(f"finetune[{budget}]")} | ({"subset": subset} if distill.alpha > 0 else {})
+        runs.append(_budget_run(cfg, "distill", budget, teacher))
+    runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
+    everything = {run.name: Input(run.name) for run in runs}
+    runs.append(StageRun(REPORT, REPORT, cfg.report.model_dump(), everything))
+    return runs
+
+
+def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, inputs: dict[str, Input]) -> StageRun:
+    module = "finetune" if kind == "baseline" else kind  # the baseline is the finetune stage without --pretrain
+    return StageRun(f"{kind}[{budget}]", module, stage_config(cfg, kind, budget), inputs)
+
+
+def build_plan(cfg: ExperimentConfig, code_version: str) -> Plan:
+    """Fingerprint every instance (upstream first) and place it under `runs_dir/<experiment>/`."""
+    plan: Plan = {}
+    for run in stage_runs(cfg):
+        upstream = {name: plan[i.run].fingerprint for name, i in run.inputs.items()}
+        if run.name == "subsets":  # user-supplied lists: their content, not their path, decides the subsets
+            upstream = {f"list:{name}": file_sha256(path) for name, path in run.config.user_lists.items()}
+        config = dataclasses.asdict(run.config) if dataclasses.is_dataclass(run.config) else run.config
+        key = fingerprint(config, upstream, code_version)
+        out_dir = stage_dir(cfg.runs_dir, cfg.experiment, run.name, key)
+        plan[run.name] = dataclasses.replace(run, fingerprint=key, out_dir=out_dir)
+    return plan
+
+
+def input_paths(plan: Plan, run: StageRun) -> dict[str, Path]:
+    """The stage's `inputs` argument: input name -> upstream directory or file."""
+    return {name: plan[i.run].out_dir / i.file if i.file else plan[i.run].out_dir for name, i in run.inputs.items()}
+
+
+def select(plan: Plan, patterns: Iterable[str]) -> set[str]:
+    """Instances named by `patterns`: "finetune" means every budget's, "finetune[10pct]" that one alone."""
+    chosen = set()
+    for pattern in patterns:
+        matches = {name for name, run in plan.items() if pattern in (name, run.kind)}
+        if not matches:
+            kinds = sorted({run.kind for run in plan.values()} | set(plan))
+            raise ValueError(f"no stage {pattern!r} in this experiment; stages: {', '.join(kinds)}")
+        chosen |= matches
+    return chosen
+
+
+def downstream(plan: Plan, names: set[str]) -> set[str]:
+    """`names` and every instance that reads from them, directly or not."""
+    found = set(names)
+    for run in plan.values():  # dependency order: an instance's upstream is settled before it is reached
+        if any(u in found for u in run.upstream):
+            found.add(run.name)
+    return found

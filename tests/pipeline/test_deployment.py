@@ -1,0 +1,85 @@
+"""A real local Prefect server, `simclrv2 serve`, and a run triggered through `prefect deployment run`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A background process in its own group, output to `log`."""
+    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"prefect server exited:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"prefect server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def run_deployment(params: list[str], env: dict[str, str], deadline: float) -> subprocess.CompletedProcess:
+    """`prefect deployment run --watch`, retried until `simclrv2 serve` has registered the deployment."""
+    command = [str(BIN / "prefect"), "deployment", "run", "simclrv2-pipeline/quickstart", "--watch", *params]
+    while True:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if result.returncode == 0 or "not found" not in (result.stdout + result.stderr).lower():
+            return result
+        assert time.monotonic() < deadline, result.stdout + result.stderr
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_a_deployment_run_through_the_prefect_cli_completes(tmp_path, tiny_run):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api}
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    server = start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, server_log
+    )
+    serve = None
+    try:
+        wait_for_health(api, server, server_log)
+        serve = start([str(BIN / "simclrv2"), "serve"], env, serve_log)
+        overrides = json.dumps(tiny_run)
+        result = run_deployment(["--param", f"overrides={overrides}"], env, time.monotonic() + 180)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output + serve_log.read_text()[-5000:]
+        assert "Completed" in output, output
+        reports = list((tmp_path / "runs" / "quickstart" / "report").glob("*/evaluation.md"))
+        assert len(reports) == 1 and "SimCLRv2 fine-tuned" in reports[0].read_text()
+    finally:
+        if serve is not None:
+            stop(serve)
+        stop(server)

@@ -1,0 +1,55 @@
+"""The Prefect flow on real digits: runs every stage, skips finished ones, reruns forced ones and their dependents."""
+
+import json
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.flow import UpstreamMissing, simclrv2_pipeline
+from pipeline.plan import build_plan
+from pipeline.store import code_version, read_manifest
+
+
+def manifest_times(overrides: list[str]) -> dict[str, int]:
+    plan = build_plan(load_config(None, overrides), code_version())
+    return {name: (run.out_dir / "manifest.json").stat().st_mtime_ns for name, run in plan.items()}
+
+
+@pytest.mark.slow
+def test_flow_runs_skips_and_reruns_what_depends_on_a_forced_stage(tiny_run):
+    report = simclrv2_pipeline(None, tiny_run)
+    plan = build_plan(load_config(None, tiny_run), code_version())
+    assert set(plan) == {
+        "subsets", "pretrain", "evaluate", "report",
+        "baseline[20labels]", "baseline[100labels]", "finetune[20labels]", "finetune[100labels]",
+        "distill[20labels]", "distill[100labels]",
+    }  # fmt: skip
+    for name, run in plan.items():
+        manifest = read_manifest(run.out_dir)
+        assert manifest["stage"] == name and manifest["fingerprint"] == run.fingerprint
+    table = (plan["report"].out_dir / "evaluation.csv").read_text()
+    finetune = read_manifest(plan["finetune[20labels]"].out_dir)["metrics"]
+    assert f"{finetune['test_top1']}" in table
+    assert report.endswith("evaluation.md")
+    first = manifest_times(tiny_run)
+
+    simclrv2_pipeline(None, tiny_run)  # everything is done: nothing reruns
+    assert manifest_times(tiny_run) == first
+
+    simclrv2_pipeline(None, tiny_run, force="finetune[20labels]")
+    again = manifest_times(tiny_run)
+    rerun = {name for name in first if again[name] != first[name]}
+    assert rerun == {"finetune[20labels]", "distill[20labels]", "report"}
+
+
+@pytest.mark.slow
+def test_only_needs_finished_upstream_stages(tiny_run):
+    with pytest.raises(UpstreamMissing, match=r"finetune\[20labels\] needs .*--only"):
+        simclrv2_pipeline(None, tiny_run, only="finetune[20labels]")
+    simclrv2_pipeline(None, tiny_run, only="subsets,pretrain")
+    simclrv2_pipeline(None, tiny_run, only="finetune[20labels]")
+    plan = build_plan(load_config(None, tiny_run), code_version())
+    done = {name for name, run in plan.items() if (run.out_dir / "manifest.json").exists()}
+    assert done == {"subsets", "pretrain", "finetune[20labels]"}
+    metrics = json.loads((plan["finetune[20labels]"].out_dir / "metrics.json").read_text())
+    assert metrics["initialization"] == "pretrain"

@@ -1,0 +1,357 @@
+"""The run store: directory names, fingerprints, code version, manifests, the per-experiment lock."""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import store
+from pipeline.store import (
+    MANIFEST,
+    ExperimentLocked,
+    code_version,
+    experiment_lock,
+    fingerprint,
+    is_complete,
+    list_artifacts,
+    missing_artifacts,
+    read_manifest,
+    stage_dir,
+    stage_dirname,
+    write_manifest,
+)
+
+CONFIG = {"epochs": 10.0, "batch_size": 256, "data": {"source": "digits", "image_size": None}, "blur": False}
+UPSTREAM = {"pretrain": "0123456789abcdef", "subset": "ff" * 32}
+STAGES_PACKAGE = Path(store.__file__).resolve().parents[1] / "stages"
+
+
+# --- names ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instance", "name"),
+    [("pretrain", "pretrain"), ("finetune[10pct]", "finetune-10pct"), ("baseline[250labels]", "baseline-250labels")],
+)
+def test_stage_dirname(instance, name):
+    assert stage_dirname(instance) == name
+
+
+@pytest.mark.parametrize("instance", ["", "finetune[]", "finetune[../x]", "finetune[a/b]", "../pretrain", "Pre train"])
+def test_stage_dirname_refuses_names_that_are_not_plain_directories(instance):
+    with pytest.raises(ValueError, match="is not of the form"):
+        stage_dirname(instance)
+
+
+def test_stage_dir_layout(tmp_path):
+    assert stage_dir(tmp_path, "quickstart", "finetune[1pct]", "ab12") == tmp_path / "quickstart/finetune-1pct/ab12"
+    with pytest.raises(ValueError, match=re.escape("experiment '../x'")):
+        stage_dir(tmp_path, "../x", "pretrain", "ab12")
+    with pytest.raises(ValueError, match="fingerprint"):
+        stage_dir(tmp_path, "quickstart", "pretrain", "a/b")
+
+
+# --- fingerprints ---------------------------------------------------------------------------------------------------
+
+
+def test_fingerprint_is_16_hex_digits_and_ignores_key_order():
+    reordered = {"blur": False, "data": {"image_size": None, "source": "digits"}, "batch_size": 256, "epochs": 10.0}
+    upstream = dict(reversed(list(UPSTREAM.items())))
+    first = fingerprint(CONFIG, UPSTREAM, "0.1.0+abc")
+    assert len(first) == 16 and int(first, 16) >= 0
+    assert fingerprint(reordered, upstream, "0.1.0+abc") == first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c, u, v: ({**c, "epochs": 11.0}, u, v),
+        lambda c, u, v: ({**c, "data": {**c["data"], "source": "imagefolder:/x"}}, u, v),
+        lambda c, u, v: ({**c, "extra": 1}, u, v),
+        lambda c, u, v: (c, {**u, "pretrain": "fedcba9876543210"}, v),
+        lambda c, u, v: (c, {"pretrain": u["pretrain"]}, v),
+        lambda c, u, v: (c, u, "0.1.0+abd"),
+    ],
+    ids=["config value", "nested config value", "config key", "upstream fingerprint", "upstream removed", "code"],
+)
+def test_fingerprint_changes_with_config_upstream_and_code(change):
+    assert fingerprint(*change(CONFIG, UPSTREAM, "0.1.0+abc")) != fingerprint(CONFIG, UPSTREAM, "0.1.0+abc")
+
+
+def test_fingerprint_of_a_dataclass_equals_that_of_its_dict():
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        source: str = "digits"
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        inner: Inner = dataclasses.field(default_factory=Inner)
+        path: Path = Path("runs/x")
+        sizes: tuple[int, ...] = (1, 2)
+
+    as_dict = {"inner": {"source": "digits"}, "path": "runs/x", "sizes": [1, 2]}
+    assert fingerprint(Outer(), {}, "v") == fingerprint(as_dict, {}, "v")
+
+
+def test_fingerprint_refuses_nan_and_unknown_objects():
+    with pytest.raises(ValueError):
+        fingerprint({"lr": float("nan")}, {}, "v")
+    with pytest.raises(TypeError, match="not JSON-serializable"):
+        fingerprint({"x": object()}, {}, "v")
+
+
+# --- code version ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def package_copy(tmp_path) -> Path:
+    copy = tmp_path / "stages"
+    shutil.copytree(STAGES_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_code_version_of_the_installed_stages_is_stable():
+    version = code_version()
+    assert version == code_version()
+    assert version.startswith("0.") and "+" in version
+
+
+def test_code_version_hashes_the_stage_sources(package_copy):
+    original = code_version(package_copy)
+    assert original == code_version(STAGES_PACKAGE)
+
+    (package_copy / "__pycache__").mkdir(exist_ok=True)
+    (package_copy / "__pycache__" / "x.py").write_text("cached = 1\n")
+    (package_copy / "notes.txt").write_text("not code\n")
+    assert code_version(package_copy) == original  # only *.py sources count
+
+    with (package_copy / "pretrain.py").open("a") as file:
+        file.write("\n# changed\n")
+    changed = code_version(package_copy)
+    assert changed != original
+
+    (package_copy / "pretrain.py").rename(package_copy / "pretrain2.py")
+    assert code_version(package_copy) not in (original, changed)  # a renamed file counts too
+
+
+# --- manifests ------------------------------------------------------------------------------------------------------
+
+
+def make_stage(directory: Path) -> Path:
+    (directory / "checkpoints" / "step-5").mkdir(parents=True)
+    (directory / "checkpoints" / "step-5" / "model.bin").write_bytes(b"state")
+    (directory / "model.safetensors").write_bytes(b"weights" * 100)
+    (directory / "metrics.json").write_text('{"top1": 0.9}')
+    (directory / "logs").mkdir()
+    (directory / "logs" / "events.out").write_text("tensorboard")
+    (directory / "loss_curve.csv.partial").write_text("half")
+    (directory / ".metrics.json.abc.tmp").write_text("half")
+    return directory
+
+
+def write(directory: Path) -> dict:
+    return write_manifest(
+        directory,
+        stage="finetune[1pct]",
+        fingerprint="0123456789abcdef",
+        config={"epochs": 2.0, "data": {"source": "digits"}},
+        inputs={"pretrain": {"dir": "runs/x/pretrain/aa", "fingerprint": "aa"}},
+        metrics={"top1": 0.9},
+        wall_seconds=12.3456,
+        devices={"processes": 1, "device": "cpu"},
+        code_version="0.1.0+abc",
+    )
+
+
+def test_artifacts_are_the_outputs_only(tmp_path):
+    make_stage(tmp_path)
+    os.symlink(tmp_path / "metrics.json", tmp_path / "link.json")
+    assert list_artifacts(tmp_path) == ["logs/events.out", "metrics.json", "model.safetensors"]
+
+
+def test_manifest_records_everything_and_marks_the_stage_complete(tmp_path):
+    make_stage(tmp_path)
+    assert not is_complete(tmp_path)  # no manifest yet: unfinished
+    written = write(tmp_path)
+    manifest = read_manifest(tmp_path)
+    assert manifest == written
+    assert manifest["stage"] == "finetune[1pct]" and manifest["fingerprint"] == "0123456789abcdef"
+    assert manifest["config"]["epochs"] == 2.0 and manifest["metrics"] == {"top1": 0.9}
+    assert manifest["inputs"]["pretrain"]["fingerprint"] == "aa"
+    assert manifest["wall_seconds"] == 12.346 and manifest["devices"]["device"] == "cpu"
+    assert manifest["code_version"] == "0.1.0+abc" and manifest["created"].endswith("+00:00")
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    assert manifest["artifacts"]["model.safetensors"] == {
+        "sha256": hashlib.sha256(weights).hexdigest(),
+        "bytes": len(weights),
+    }
+    assert set(manifest["artifacts"]) == {"logs/events.out", "metrics.json", "model.safetensors"}
+    assert is_complete(tmp_path) and is_complete(tmp_path, verify=True)
+    assert not list(tmp_path.glob(".manifest.json.*"))  # no temporary file left behind
+
+
+def test_a_deleted_artifact_makes_the_stage_incomplete(tmp_path):
+    write(make_stage(tmp_path))
+    (tmp_path / "model.safetensors").unlink()
+    assert not is_complete(tmp_path)
+    assert missing_artifacts(tmp_path) == ["model.safetensors (missing)"]
+
+
+def test_a_truncated_artifact_makes_the_stage_incomplete(tmp_path):
+    write(make_stage(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    assert not is_complete(tmp_path)
+    assert missing_artifacts(tmp_path) == ["model.safetensors (size 7, recorded 700)"]
+
+
+def test_same_size_change_is_found_only_when_verifying(tmp_path):
+    write(make_stage(tmp_path))
+    (tmp_path / "metrics.json").write_text('{"top1": 0.1}')  # same length
+    assert is_complete(tmp_path)  # the cheap check compares sizes
+    assert not is_complete(tmp_path, verify=True)
+    assert missing_artifacts(tmp_path, verify=True) == ["metrics.json (sha256 differs from the recorded one)"]
+
+
+def test_deleting_checkpoints_keeps_the_stage_complete(tmp_path):
+    write(make_stage(tmp_path))
+    shutil.rmtree(tmp_path / "checkpoints")
+    assert is_complete(tmp_path, verify=True)
+
+
+def test_damaged_manifest_reads_as_incomplete(tmp_path):
+    write(make_stage(tmp_path))
+    (tmp_path / MANIFEST).write_text('{"artifacts": ')
+    assert not is_complete(tmp_path)
+    with pytest.raises(ValueError, match="is damaged"):
+        read_manifest(tmp_path)
+    (tmp_path / MANIFEST).write_text("[1, 2]")
+    assert not is_complete(tmp_path)
+
+
+def test_read_manifest_of_an_unfinished_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        read_manifest(tmp_path)
+
+
+def test_a_failed_manifest_write_leaves_no_manifest_and_no_temporary_file(tmp_path, monkeypatch):
+    make_stage(tmp_path)
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write(tmp_path)
+    assert not (tmp_path / MANIFEST).exists() and not is_complete(tmp_path)
+    assert not list(tmp_path.glob(".manifest.json.*"))
+
+
+def test_a_failed_rewrite_keeps_the_previous_manifest_whole(tmp_path, monkeypatch):
+    first = write(make_stage(tmp_path))
+    monkeypatch.setattr(store.os, "replace", lambda *args: (_ for _ in ()).throw(OSError("crash")))
+    with pytest.raises(OSError):
+        write(tmp_path)
+    assert read_manifest(tmp_path) == first
+
+
+def test_device_info_names_the_device():
+    info = store.device_info(processes=2, use_cpu=True)
+    assert info["processes"] == 2 and info["machines"] == 1 and info["device"] == "cpu" and info["name"]
+    json.dumps(info)
+
+
+# --- the experiment lock --------------------------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pipeline.store import experiment_lock
+    with experiment_lock(sys.argv[1], "exp"):
+        print("locked", flush=True)
+        sys.stdin.readline()  # hold the lock until the test writes a line (or closes stdin)
+    print("released", flush=True)
+    """
+)
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A second process that holds the experiment's lock until told to let go."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline().strip() == "locked"
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def test_second_run_stops_with_the_holder_and_the_lock_file(tmp_path, holder):
+    with pytest.raises(ExperimentLocked) as caught, experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+    message = str(caught.value)
+    assert f"pid {holder.pid} on " in message
+    assert f"lock file {tmp_path / 'exp' / '.lock'}" in message
+    assert "experiment 'exp' is already running" in message and "changed nothing" in message
+
+
+def test_waiting_gives_up_after_the_timeout(tmp_path, holder):
+    started = time.monotonic()
+    with pytest.raises(ExperimentLocked, match=r"after waiting 0\.3 s"), experiment_lock(tmp_path, "exp", timeout=0.3):
+        pass
+    assert time.monotonic() - started >= 0.3
+
+
+def test_waiting_run_gets_the_lock_when_the_holder_releases_it(tmp_path, holder):
+    def release() -> None:
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+
+    threading.Timer(0.5, release).start()  # we are already waiting when the holder lets go
+    with experiment_lock(tmp_path, "exp", timeout=30, poll=0.05) as path:
+        assert holder.stdout.readline().strip() == "released"  # it let go before we got in
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert holder.wait(timeout=30) == 0
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path, holder):
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    with experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+
+
+def test_other_experiments_are_not_blocked(tmp_path, holder):
+    with experiment_lock(tmp_path, "other", timeout=0):
+        pass
+
+
+def test_lock_is_released_and_reusable_in_one_process(tmp_path):
+    with experiment_lock(tmp_path, "exp") as path:
+        holder = json.loads(path.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] and holder["since"]
+    assert path.read_text() == ""  # details cleared on release
+    with experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+
+
+def test_lock_is_released_when_the_block_raises(tmp_path):
+    with pytest.raises(RuntimeError, match="stage failed"), experiment_lock(tmp_path, "exp"):
+        raise RuntimeError("stage failed")
+    with experiment_lock(tmp_path, "exp", timeout=0):
+        pass
