@@ -31,7 +31,7 @@ from pipeline.launcher import run_in_process, run_stage
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
 from pipeline.store import code_version, device_info, experiment_lock, is_complete, read_manifest, write_manifest
 from reports.evaluation_table import write_evaluation_table
-from stages.train_loop import flat_config
+from stages.runtime import flat_config
 
 FLOW_NAME = "simclrv2-pipeline"
 TRAINING_STAGES = ("pretrain", "finetune", "distill")  # launched when several processes are configured

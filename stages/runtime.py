@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -111,7 +112,14 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.removeprefix("step-")), default=None)
 
 
-def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, scheduler: LRScheduler, keep: int = 2) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator,
+    out_dir: Path,
+    step: int,
+    scheduler: LRScheduler,
+    config: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
     """Write the full training state to `step-N.partial`, then rename it to `step-N`: a crash mid-write never
     leaves a directory that looks complete. Older checkpoints beyond `keep` are removed afterwards."""
     root = checkpoint_root(out_dir)
@@ -124,7 +132,7 @@ def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, schedule
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        progress = {"step": step, "scheduler": scheduler.state_dict()}
+        progress = {"step": step, "scheduler": scheduler.state_dict(), "config": config}
         (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
@@ -134,16 +142,51 @@ def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int, schedule
     return final
 
 
-def resume(accelerator: Accelerator, out_dir: Path, scheduler: LRScheduler) -> int:
-    """Load the newest complete checkpoint, if any, and return the step to continue from (0 without one)."""
+def resume(
+    accelerator: Accelerator, out_dir: Path, scheduler: LRScheduler, config: dict[str, Any] | None = None
+) -> int:
+    """Load the newest complete checkpoint, if any, and return the step to continue from (0 without one).
+    A checkpoint written under another config is refused before anything is loaded or overwritten."""
     checkpoint = latest_checkpoint(out_dir)
     if checkpoint is None:
         return 0
-    accelerator.load_state(str(checkpoint))
     progress = json.loads((checkpoint / PROGRESS_FILE).read_text())
+    check_same_config(progress.get("config"), config, checkpoint)
+    accelerator.load_state(str(checkpoint))
     scheduler.load_state_dict(progress["scheduler"])
     log.info("resumed from %s at step %d", checkpoint, progress["step"])
     return int(progress["step"])
+
+
+RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "tensorboard", "eval_batch_size"}  # do not change the training
+
+
+def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any] | None, checkpoint: Path) -> None:
+    if saved is None or current is None:
+        return
+    saved, current = flat_config(saved), flat_config(json.loads(json.dumps(current)))  # tuples compare as lists
+    changed = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if key.split(".")[-1] not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+    )
+    if changed:
+        differences = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:5])
+        raise ValueError(
+            f"{checkpoint} was written by a run with another config ({differences}), so it cannot be resumed: "
+            f"use a new output directory for the new config, or delete {checkpoint.parent} to start over"
+        )
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as flat `a.b` keys with scalar values, the form TensorBoard's hparams accept."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
 
 
 def check_finite(loss_sum: torch.Tensor, step: int, out_dir: Path) -> float:

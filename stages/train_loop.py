@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from stages.runtime import check_finite, resume, save_checkpoint
+from stages.runtime import check_finite, flat_config, resume, save_checkpoint
 
 log = logging.getLogger(__name__)
 CURVE_FILE = "loss_curve.csv"
@@ -54,14 +54,15 @@ def train_steps(
     config: LoopConfig,
     out_dir: Path,
     tracker: str,
-    tracker_config: dict[str, Any] | None = None,
+    run_config: dict[str, Any] | None = None,
 ) -> TrainingResult:
     """Run steps `resumed step ... total_steps - 1`; a checkpoint every `config.checkpoint_every` steps and at the
     end, each written only after the loss was found finite, so a checkpoint is always a good state."""
     model, optimizer = accelerator.prepare(model, optimizer)
-    step = first_step = resume(accelerator, out_dir, scheduler)  # the scheduler is stepped by us, not prepared
+    # The scheduler is stepped by us, not prepared; `run_config` guards against resuming another config's state.
+    step = first_step = resume(accelerator, out_dir, scheduler, run_config)
     if config.tensorboard:
-        accelerator.init_trackers(tracker, config=flat_config(tracker_config or {}))
+        accelerator.init_trackers(tracker, config=flat_config(run_config or {}))
     curve = read_curve(out_dir, up_to=step) if accelerator.is_main_process else []
     loss_sum, window = torch.zeros((), device=accelerator.device), 0
     start = time.perf_counter()
@@ -85,7 +86,7 @@ def train_steps(
             loss_sum.zero_()
             window = 0
         if checkpoint_due:
-            save_checkpoint(accelerator, out_dir, step, scheduler)
+            save_checkpoint(accelerator, out_dir, step, scheduler, run_config)
             if accelerator.is_main_process:
                 write_curve(out_dir, curve)
     seconds = time.perf_counter() - start
@@ -110,14 +111,3 @@ def write_curve(out_dir: Path, curve: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(curve)
     partial.replace(path)
-
-
-def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as flat `a.b` keys with scalar values, the form TensorBoard's hparams accept."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value if isinstance(value, int | float | str | bool) else str(value)
-    return flat

@@ -139,3 +139,13 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # processes: equal up to float32 summation order (3e-5 measured). Per-process BN alone moved it by 0.02-0.23 in
     # these four steps; negatives from one process only by about 2 log(127 / 63) = 1.4.
     assert losses[1] == pytest.approx(losses[0], abs=1e-4)
+
+
+def test_a_checkpoint_of_another_config_is_refused_and_kept(tmp_path):
+    pretrain.run(
+        tiny_config(epochs=0.1, checkpoint_every=1, model=EncoderConfig(depth=18, width=0.0625)), None, tmp_path
+    )
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(ValueError, match=r"another config \(model.width 0.0625 -> 0.125\).*new output directory"):
+        pretrain.run(tiny_config(epochs=0.1, checkpoint_every=1), None, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
