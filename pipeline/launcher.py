@@ -8,6 +8,7 @@ interrupt, so no orphaned worker keeps a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -113,16 +115,39 @@ def run_launched(
 
 
 def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the group; SIGKILL to whatever of it still runs after the grace period, even when the launcher
+    itself stopped at once (a worker that ignores SIGTERM must not outlive it)."""
     if process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(KILL_GRACE_SECONDS)
+    while _group_running(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _group_running(group: int) -> bool:
+    """Whether a process of `group` still runs. Zombies (dead workers that an init process has yet to reap, which
+    some container inits never do) do not count."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    if not os.path.isdir("/proc"):
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (comm)"
+            if int(pgrp) == group and state not in ("Z", "X"):
+                return True
+    return False
 
 
 def run_stage(
