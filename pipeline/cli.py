@@ -10,6 +10,7 @@ upstream for `--only`, or a second run of a running experiment is one line on st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def run_command(args: argparse.Namespace) -> int:
     except USAGE_ERRORS as error:
         print(f"simclrv2 run: {error}", file=sys.stderr)
         return 2
+    # Prefect's temporary server can take longer than its default 20 s to start on a small, busy machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     from pipeline.flow import simclrv2_pipeline  # Prefect is imported only when a flow really runs
 
     config = str(args.config) if args.config else None

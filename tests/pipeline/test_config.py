@@ -71,7 +71,7 @@ def test_no_path_means_the_quickstart():
     cfg = load_config(None)
     assert cfg.experiment == "quickstart"
     assert cfg.data.source == "digits"
-    assert cfg.model.sk and cfg.launch.num_processes == 1
+    assert cfg.model.small_images and cfg.launch.num_processes == 1
 
 
 def test_imagenet_recipe_follows_the_paper():
@@ -219,7 +219,7 @@ def test_set_needs_a_dotted_key_and_a_value(item):
 def test_set_into_a_value_that_is_not_a_section():
     with pytest.raises(ConfigError) as caught:
         load_config(None, ["budgets.first=3"])
-    assert "budgets is [20, 200], not a section" in one_line(caught.value)
+    assert "budgets is [20, 0.1], not a section" in one_line(caught.value)
 
 
 def test_set_with_bad_yaml():
