@@ -2,6 +2,7 @@
 
     simclrv2 run [CONFIG] [--set KEY=VALUE ...] [--only STAGE ...] [--force STAGE ...]
     simclrv2 serve          # serve one deployment per configs/*.yaml for `prefect deployment run`
+    simclrv2 report RUN_DIR # rebuild the label-budget report of a finished run
 
 Without CONFIG, `run` runs configs/quickstart.yaml and ends by printing where the report is. A bad config, a missing
 upstream for `--only`, or a second run of a running experiment is one line on stderr and exit status 2.
@@ -15,8 +16,8 @@ import sys
 from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
-from pipeline.plan import build_plan, select
-from pipeline.store import ExperimentLocked, code_version, experiment_lock
+from pipeline.plan import REPORT, build_plan, select
+from pipeline.store import MANIFEST, ExperimentLocked, code_version, experiment_lock, read_manifest, write_manifest
 
 CONFIG_DIR = DEFAULT_CONFIG.parent
 USAGE_ERRORS = (ConfigError, ExperimentLocked, ValueError, FileNotFoundError)
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another run of the same experiment to finish (default: stop at once)",
     )
     commands.add_parser("serve", help="serve the deployments (one per configs/*.yaml) until interrupted")
+    report = commands.add_parser("report", help="rebuild the label-budget report of a finished run, without training")
+    report.add_argument("run_dir", type=Path, help="runs/<experiment> (its newest report) or a report stage directory")
     return parser
 
 
@@ -85,7 +88,48 @@ def run_command(args: argparse.Namespace) -> int:
     config = str(args.config) if args.config else None
     report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait)
     print(f"report: {report}")
+    headline = read_headline(Path(report).parent)
+    if headline:
+        print(headline)
     return 0
+
+
+def read_headline(report_dir: Path) -> str | None:
+    try:
+        return read_manifest(report_dir)["metrics"].get("headline")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Rebuild the report from the stage manifests its own manifest lists, into the same directory."""
+    try:
+        report_dir = find_report_dir(args.run_dir)
+        manifest = read_manifest(report_dir)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"simclrv2 report: {error}", file=sys.stderr)
+        return 2
+    from reports import ReportSettings, build_report
+
+    stage_dirs = {name: Path(entry["path"]) for name, entry in manifest["inputs"].items()}
+    settings = ReportSettings.from_config(manifest["config"], manifest["config"].get("dataset", "not recorded"))
+    metrics = build_report(stage_dirs, report_dir, settings)
+    fields = ("stage", "fingerprint", "config", "inputs", "wall_seconds", "devices", "code_version")
+    write_manifest(report_dir, **{key: manifest[key] for key in fields}, metrics=metrics)  # new checksums
+    print(f"report: {report_dir / 'report.html'}\n{metrics['headline']}")
+    return 0
+
+
+def find_report_dir(run_dir: Path) -> Path:
+    """`run_dir` itself when it is a report stage directory, else the newest finished report under it."""
+    if (run_dir / MANIFEST).is_file():
+        return run_dir
+    finished = [p.parent for p in (run_dir / REPORT).glob(f"*/{MANIFEST}")]
+    if not finished:
+        raise FileNotFoundError(
+            f"no finished report under {run_dir}: pass runs/<experiment> or a report directory of a finished run"
+        )
+    return max(finished, key=lambda p: (p / MANIFEST).stat().st_mtime)
 
 
 def serve_command() -> int:
@@ -107,7 +151,8 @@ def serve_command() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(run_command(args) if args.command == "run" else serve_command())
+    commands = {"run": run_command, "report": report_command, "serve": lambda _: serve_command()}
+    sys.exit(commands[args.command](args))
 
 
 if __name__ == "__main__":

@@ -23,17 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import LaunchConfig, load_config
 from pipeline.launcher import run_in_process, run_stage
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
 from pipeline.store import code_version, device_info, experiment_lock, is_complete, read_manifest, write_manifest
-from reports.evaluation_table import write_evaluation_table
+from reports import ReportSettings, build_report
 from stages.runtime import flat_config
 
 FLOW_NAME = "simclrv2-pipeline"
+REPORT_MARKDOWN, REPORT_HTML = "report.md", "report.html"
 TRAINING_STAGES = ("pretrain", "finetune", "distill")  # launched when several processes are configured
 PROGRESS = re.compile(r"step (\d+)/(\d+)")
 # Accelerate keeps one process-wide state, so in-process stages take turns; launched ones could overlap, but they
@@ -143,7 +149,10 @@ def stage_task(plan: Plan, name: str, launch: LaunchConfig, code: str) -> dict:
 def execute(plan: Plan, run: StageRun, launch: LaunchConfig, on_line: Any) -> dict:
     inputs = input_paths(plan, run)
     if run.module == REPORT:
-        return write_evaluation_table({name: plan[name].out_dir for name in run.upstream}, run.out_dir)
+        settings = ReportSettings.from_config(run.config, run.config["dataset"])
+        metrics = build_report({name: plan[name].out_dir for name in run.upstream}, run.out_dir, settings)
+        publish_report(run.out_dir, metrics)
+        return metrics
     if run.module in TRAINING_STAGES:
         return run_stage(run.module, run.config, inputs, run.out_dir, launch, on_line)
     return run_in_process(run.module, run.config, inputs, run.out_dir)  # cheap stages: one process is enough
@@ -206,5 +215,14 @@ def _artifact_key(name: str) -> str:
     return "simclrv2-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def publish_report(report_dir: Path, metrics: dict) -> None:
+    """The label-budget report on the flow run: its Markdown, and its table with every number."""
+    create_markdown_artifact(
+        (report_dir / REPORT_MARKDOWN).read_text(), key="simclrv2-label-budget-report", description=metrics["headline"]
+    )
+    create_table_artifact(metrics["rows"], key="simclrv2-label-budget-table", description="every number of the report")
+    create_table_artifact(metrics["compute"], key="simclrv2-compute-cost", description="compute cost per stage")
+
+
 def report_path(plan: Plan) -> Path:
-    return plan[REPORT].out_dir / "evaluation.md"
+    return plan[REPORT].out_dir / REPORT_HTML

@@ -74,7 +74,8 @@ def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
         runs.append(_budget_run(cfg, "distill", budget, teacher))
     runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
     everything = {run.name: Input(run.name) for run in runs}
-    runs.append(StageRun(REPORT, REPORT, cfg.report.model_dump(), everything))
+    report = cfg.report.model_dump() | {"dataset": cfg.data.source}  # the report names the data it speaks about
+    runs.append(StageRun(REPORT, REPORT, report, everything))
     return runs
 
 

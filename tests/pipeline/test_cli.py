@@ -99,7 +99,7 @@ def test_a_valid_request_reaches_the_flow_with_its_arguments(tmp_path, capsys, n
     status, out, err = run_cli(args, capsys)
     assert (status, err) == (0, "")
     assert no_flow == [(None, [f"runs_dir={runs}"], ["pretrain"], ["pretrain"], 0.0)]
-    assert out == "report: runs/report/evaluation.md\n"
+    assert out == "report: runs/report/evaluation.md\n"  # no manifest there: no headline
     assert not (runs / "quickstart" / "pretrain").exists()  # the check only took and released the lock
 
 

@@ -30,7 +30,7 @@ def test_flow_runs_skips_and_reruns_what_depends_on_a_forced_stage(tiny_run):
     table = (plan["report"].out_dir / "evaluation.csv").read_text()
     finetune = read_manifest(plan["finetune[20labels]"].out_dir)["metrics"]
     assert f"{finetune['test_top1']}" in table
-    assert report.endswith("evaluation.md")
+    assert report.endswith("report.html")
     first = manifest_times(tiny_run)
 
     simclrv2_pipeline(None, tiny_run)  # everything is done: nothing reruns

@@ -1,0 +1,66 @@
+"""How many labels the supervised baseline needs to reach a given top-1 accuracy.
+
+Read off the baseline's measured curve: straight lines between its budgets in accuracy against log(labels), because
+accuracy grows roughly with the logarithm of the label count. Never extrapolated: above the best measured accuracy the
+answer is "beyond the measured range", at or below the accuracy of the smallest budget it is "at most N labels".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+INTERPOLATED = "interpolated"  # `labels` is the estimate, rounded up
+AT_MOST = "at_most"  # the baseline already reaches it with `labels` (its smallest budget): no saving claimed
+BEYOND = "beyond"  # the baseline never reached it; it would need more than `labels` (its largest budget)
+NO_BASELINE = "no_baseline"  # no baseline in the run: nothing to compare with
+
+Point = tuple[int, float]  # (number of labels, top-1 accuracy)
+
+
+@dataclass(frozen=True)
+class LabelsNeeded:
+    kind: str  # INTERPOLATED | AT_MOST | BEYOND | NO_BASELINE
+    labels: int | None  # see the kinds; None only for NO_BASELINE
+
+
+def running_max(points: Sequence[Point]) -> list[Point]:
+    """Sorted by labels, each accuracy raised to the best reached with at most that many labels: a curve that never
+    falls, so every accuracy has one smallest label count that reaches it."""
+    curve, best = [], -math.inf
+    for labels, accuracy in sorted(points):
+        best = max(best, accuracy)
+        curve.append((labels, best))
+    return curve
+
+
+def is_monotone(points: Sequence[Point]) -> bool:
+    """Whether more labels never gave the baseline a lower accuracy (if not, `running_max` changed the curve)."""
+    return [accuracy for _, accuracy in sorted(points)] == [accuracy for _, accuracy in running_max(points)]
+
+
+def ceil_labels(estimate: float) -> int:
+    # exp(log(...)) is off by an ulp or so: 100.00000000000001 labels must stay 100, not become 101.
+    return math.ceil(estimate * (1 - 1e-12))
+
+
+def log_interpolate(low: Point, high: Point, accuracy: float) -> float:
+    """Labels at `accuracy` on the straight line from `low` to `high` in accuracy against log(labels)."""
+    (n0, a0), (n1, a1) = low, high
+    fraction = (accuracy - a0) / (a1 - a0)
+    return math.exp(math.log(n0) + fraction * (math.log(n1) - math.log(n0)))
+
+
+def labels_needed(points: Sequence[Point], accuracy: float) -> LabelsNeeded:
+    """Labels the baseline needs for `accuracy`, from its measured `points` (any order; the curve's running maximum)."""
+    if not points:
+        return LabelsNeeded(NO_BASELINE, None)
+    curve = running_max(points)
+    if accuracy <= curve[0][1]:
+        return LabelsNeeded(AT_MOST, curve[0][0])
+    if accuracy > curve[-1][1]:
+        return LabelsNeeded(BEYOND, curve[-1][0])
+    low, high = next((p, q) for p, q in pairwise(curve) if p[1] < accuracy <= q[1])
+    return LabelsNeeded(INTERPOLATED, ceil_labels(log_interpolate(low, high, accuracy)))

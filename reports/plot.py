@@ -1,0 +1,48 @@
+"""The plot: top-1 accuracy against number of labels (log axis), one line per method, the linear probe as a dashed
+line."""
+
+from __future__ import annotations
+
+import io
+
+from reports.formatting import count
+from reports.report_data import LabelBudgetReport
+from reports.results import KINDS
+from reports.tables import METHOD_NAMES
+
+STYLES = {"baseline": ("tab:gray", "s"), "finetune": ("tab:blue", "o"), "distill": ("tab:orange", "^")}
+
+
+def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
+    """The plot as PNG bytes (written to a file and embedded in the HTML page)."""
+    # Imported here: `import reports` (the flow imports it) stays cheap, and Agg needs no display.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for kind in KINDS:
+        points = [(r.num_labels, r.top1) for r in report.results if r.kind == kind]
+        if points:
+            color, marker = STYLES[kind]
+            axes.plot(*zip(*points, strict=True), color=color, marker=marker, label=METHOD_NAMES[kind])
+    probe = report.encoder.linear_probe_top1 if report.encoder else None
+    if probe is not None:
+        axes.axhline(probe, color="tab:green", linestyle="--", label="Pretrained encoder, linear probe")
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda labels, _: count(round(labels))))  # 2,000 rather than 10^3
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xticks([labels for _, labels in report.budgets])
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    axes.set_xlabel("Number of labeled images (log scale)")
+    axes.set_ylabel("Top-1 test accuracy")
+    axes.set_title("Accuracy against number of labels")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same plot, same bytes
+    plt.close(figure)
+    return buffer.getvalue()

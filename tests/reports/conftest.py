@@ -1,0 +1,9 @@
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_run
+
+
+@pytest.fixture
+def stage_dirs(tmp_path: Path) -> dict[str, Path]:
+    return make_run(tmp_path / "run")

@@ -1,0 +1,57 @@
+"""Synthetic stage outputs with known numbers: manifests as the pipeline writes them, nothing trained. (Not named
+conftest: the test modules import it, and every test folder has a conftest.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from reports.settings import ReportSettings
+
+CPU = {"processes": 2, "machines": 1, "device": "cpu", "name": "Test CPU"}
+ONE_GPU = {"processes": 1, "machines": 1, "device": "cuda", "name": "Test GPU"}
+FOUR_GPUS = {"processes": 4, "machines": 1, "device": "cuda", "name": "Test GPU"}
+TWO_MACHINES = {"processes": 8, "machines": 2, "device": "cuda", "name": "Test GPU"}  # 8 GPUs over 2 machines
+
+# Baseline 40% / 60% / 80% at 20 / 200 / 2,000 labels. Fine-tuned at 20 labels: 50%, halfway between 20 and 200
+# in log space -> sqrt(20 x 200) = 63.2 -> 64 labels. Distilled at 20 labels: 55%, three quarters of the way ->
+# 20 x 10^0.75 = 112.5 -> 113 labels. Fine-tuned at 200: 85%, beyond 2,000; distilled at 200: 35%, at most 20.
+CLASSIFIERS = {
+    "baseline[20labels]": (0.40, 0.70, 20, TWO_MACHINES, 100.0),
+    "baseline[10pct]": (0.60, 0.85, 200, ONE_GPU, 360.0),
+    "baseline[100pct]": (0.80, 0.95, 2000, ONE_GPU, 7200.0),
+    "finetune[20labels]": (0.50, 0.80, 20, ONE_GPU, 90.0),
+    "finetune[10pct]": (0.85, 0.97, 200, TWO_MACHINES, 1800.0),
+    "distill[20labels]": (0.55, 0.82, None, ONE_GPU, 720.0),
+    "distill[10pct]": (0.35, 0.75, None, ONE_GPU, 720.0),
+}
+SETTINGS = ReportSettings(cost_per_label=0.25, currency="EUR", device_hour_price=2.5, dataset="synthetic test images")
+
+
+def write_manifest(folder: Path, stage: str, metrics: dict[str, Any], devices: dict, wall_seconds: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"stage": stage, "metrics": metrics, "wall_seconds": wall_seconds, "devices": devices, "config": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def classifier_metrics(top1: float, top5: float, num_labels: int | None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"test_top1": top1, "test_top5": top5, "num_test": 500}
+    if num_labels is not None:  # distill records no num_labels: it has its teacher's
+        metrics["num_labels"] = num_labels
+    return metrics
+
+
+def make_run(root: Path, classifiers: dict[str, tuple] = CLASSIFIERS, evaluate: bool = True) -> dict[str, Path]:
+    """Stage dirs of a synthetic run: instance name -> dir, in plan order. subsets lists 20labels and 10pct only, so
+    the 100% baseline's labels come from its own manifest."""
+    subsets = {"num_labels": {"20labels": 20, "10pct": 200}, "num_train": 2000, "num_classes": 10}
+    dirs = {"subsets": write_manifest(root / "subsets", "subsets", subsets, CPU, 36.0)}
+    dirs["pretrain"] = write_manifest(root / "pretrain", "pretrain", {"final_loss": 1.0}, FOUR_GPUS, 3600.0)
+    for name, (top1, top5, labels, devices, wall) in classifiers.items():
+        dirs[name] = write_manifest(root / name, name, classifier_metrics(top1, top5, labels), devices, wall)
+    if evaluate:
+        probe = {"linear_probe_top1": 0.9, "knn_top1": 0.88, "num_test": 500, "num_train": 2000, "knn_k": 20}
+        dirs["evaluate"] = write_manifest(root / "evaluate", "evaluate", probe, ONE_GPU, 18.0)
+    return dirs

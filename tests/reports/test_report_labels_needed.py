@@ -1,0 +1,77 @@
+import math
+
+import pytest
+
+from reports.labels_needed import (
+    AT_MOST,
+    BEYOND,
+    INTERPOLATED,
+    NO_BASELINE,
+    LabelsNeeded,
+    ceil_labels,
+    is_monotone,
+    labels_needed,
+    running_max,
+)
+
+CURVE = [(10, 0.40), (1000, 0.80)]
+
+
+def test_midpoint_in_log_space_is_the_geometric_mean():
+    # halfway in accuracy between 10 and 1,000 labels is 100 labels, not 505, and float noise does not round it to 101
+    assert labels_needed(CURVE, 0.60) == LabelsNeeded(INTERPOLATED, 100)
+
+
+def test_estimate_is_rounded_up():
+    needed = labels_needed([(20, 0.4), (200, 0.6)], 0.5)  # sqrt(4000) = 63.25
+    assert needed == LabelsNeeded(INTERPOLATED, 64)
+
+
+def test_the_right_segment_of_several():
+    points = [(2000, 0.8), (20, 0.4), (200, 0.6)]  # any order
+    assert labels_needed(points, 0.7) == LabelsNeeded(INTERPOLATED, 633)  # sqrt(200 x 2000) = 632.46
+    assert labels_needed(points, 0.6) == LabelsNeeded(INTERPOLATED, 200)  # a measured point exactly
+    assert labels_needed(points, 0.8) == LabelsNeeded(INTERPOLATED, 2000)  # the best measured accuracy: in range
+
+
+def test_above_the_best_baseline_is_beyond_the_range_not_extrapolated():
+    assert labels_needed(CURVE, 0.81) == LabelsNeeded(BEYOND, 1000)
+
+
+def test_at_or_below_the_smallest_budget_is_at_most():
+    assert labels_needed(CURVE, 0.40) == LabelsNeeded(AT_MOST, 10)
+    assert labels_needed(CURVE, 0.10) == LabelsNeeded(AT_MOST, 10)
+
+
+def test_no_baseline():
+    assert labels_needed([], 0.5) == LabelsNeeded(NO_BASELINE, None)
+
+
+def test_a_single_baseline_point_gives_only_bounds():
+    assert labels_needed([(50, 0.6)], 0.7) == LabelsNeeded(BEYOND, 50)
+    assert labels_needed([(50, 0.6)], 0.5) == LabelsNeeded(AT_MOST, 50)
+
+
+def test_non_monotone_baseline_uses_its_running_maximum():
+    points = [(10, 0.50), (100, 0.40), (1000, 0.70)]  # worse with 100 labels than with 10
+    assert not is_monotone(points)
+    assert running_max(points) == [(10, 0.50), (100, 0.50), (1000, 0.70)]
+    # 0.6 lies halfway between 0.5 (reached with at most 100 labels) and 0.7 at 1,000: sqrt(100 x 1000) = 316.2
+    assert labels_needed(points, 0.60) == LabelsNeeded(INTERPOLATED, 317)
+    # 0.45 is reached with the 10 labels already: the dip at 100 labels must not make it "about 56"
+    assert labels_needed(points, 0.45) == LabelsNeeded(AT_MOST, 10)
+    assert labels_needed(points, 0.50) == LabelsNeeded(AT_MOST, 10)
+
+
+def test_monotone_baseline():
+    assert is_monotone([(10, 0.4), (100, 0.4), (1000, 0.7)])
+    assert is_monotone([])
+
+
+@pytest.mark.parametrize(("estimate", "labels"), [(100.00000000000001, 100), (63.25, 64), (7.0, 7), (1.2, 2)])
+def test_ceil_labels(estimate: float, labels: int):
+    assert ceil_labels(estimate) == labels
+
+
+def test_ceil_labels_absorbs_float_noise_of_exp_log():
+    assert ceil_labels(math.exp(math.log(10) + 0.5 * (math.log(1000) - math.log(10)))) == 100
