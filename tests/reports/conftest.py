@@ -1,7 +1,8 @@
 from pathlib import Path
 
 import pytest
-from report_fixtures import make_run
+
+from tests.reports.report_fixtures import make_run
 
 
 @pytest.fixture

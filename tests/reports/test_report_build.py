@@ -13,11 +13,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from report_fixtures import CLASSIFIERS, SETTINGS, make_run
 
 from reports import build_report
 from reports.formatting import budget, count, device_hours, duration, money, percent
 from reports.tables import METHOD_NAMES, stage_label
+from tests.reports.report_fixtures import CLASSIFIERS, SETTINGS, make_run
 
 HEADLINE = (
     "With 20 labels the distilled model reaches 55.0%; supervised training needs about 113 labels for that "
