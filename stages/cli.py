@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -192,3 +194,21 @@ def _format_value(value: Any, kind: Any) -> str:
     if isinstance(value, list | tuple | dict):
         return json.dumps(value)
     return str(value)
+
+
+BAD_INPUT = (ValueError, FileNotFoundError)  # DataError, SubsetError, config and checkpoint mismatches are ValueErrors
+
+
+def run_and_print(prog: str, run: Callable[[], dict]) -> None:
+    """Run a stage and print its metrics as JSON. Bad input (and a NaN loss) ends with one line on stderr naming the
+    culprit and the fix, exit status 2 (as argparse's usage errors); SIMCLRV2_DEBUG=1 shows the traceback instead."""
+    from stages.runtime import NonFiniteLossError  # here: the CLI module stays free of torch until a stage runs
+
+    try:
+        metrics = run()
+    except (*BAD_INPUT, NonFiniteLossError) as error:
+        if os.environ.get("SIMCLRV2_DEBUG"):
+            raise
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(metrics, indent=2))

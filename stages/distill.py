@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from stages.architecture import EncoderConfig, classifier_for
-from stages.cli import parse_stage_args
+from stages.cli import parse_stage_args, run_and_print
 from stages.data import DataConfig, ImageSplit, load_splits
 from stages.evaluate import prediction_agreement, top_k_metrics
 from stages.finetune import check_training_config, train_classifier
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     config, inputs, out = parse_stage_args(
         DistillConfig, __doc__, argv, inputs=("teacher",), optional_inputs=("subset",)
     )
-    print(json.dumps(run(config, inputs, out), indent=2))
+    run_and_print("stages.distill", lambda: run(config, inputs, out))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from stages.augment import CenterCrop
-from stages.cli import parse_stage_args
+from stages.cli import parse_stage_args, run_and_print
 from stages.data import DataConfig, ImageSplit, load_splits
 from stages.runtime import make_accelerator
 from stages.weights import check_same_classes, load_classifier, load_pretrained, weights_file
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     config, inputs, out = parse_stage_args(EvaluateConfig, __doc__, argv, optional_inputs=tuple(INPUTS))
     if not inputs:
         sys.exit("stages.evaluate: pass --classifier DIR and/or --pretrain DIR (see --help)")
-    print(json.dumps(run(config, inputs, out), indent=2))
+    run_and_print("stages.evaluate", lambda: run(config, inputs, out))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from torch.nn.functional import cross_entropy
 
 from stages.architecture import EncoderConfig, classifier_for
 from stages.augment import CropFlipAugment
-from stages.cli import parse_stage_args
+from stages.cli import parse_stage_args, run_and_print
 from stages.data import DataConfig, ImageSplit, load_splits
 from stages.evaluate import top_k_metrics
 from stages.heads import Classifier, build_classifier
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     config, inputs, out = parse_stage_args(
         FinetuneConfig, __doc__, argv, inputs=("subset",), optional_inputs=("pretrain",)
     )
-    print(json.dumps(run(config, inputs, out), indent=2))
+    run_and_print("stages.finetune", lambda: run(config, inputs, out))
 
 
 if __name__ == "__main__":

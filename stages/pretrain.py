@@ -21,7 +21,7 @@ from torch import nn
 
 from stages.architecture import EncoderConfig, build_pretrain_model
 from stages.augment import SimCLRAugment
-from stages.cli import parse_stage_args
+from stages.cli import parse_stage_args, run_and_print
 from stages.data import DataConfig, load_splits
 from stages.lars import LARS, lars_param_groups
 from stages.losses import nt_xent
@@ -110,7 +110,7 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
 
 def main(argv: list[str] | None = None) -> None:
     config, inputs, out = parse_stage_args(PretrainConfig, __doc__, argv)
-    print(json.dumps(run(config, inputs, out), indent=2))
+    run_and_print("stages.pretrain", lambda: run(config, inputs, out))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from stages.cli import parse_stage_args
+from stages.cli import parse_stage_args, run_and_print
 from stages.data import DataConfig, load_splits
 
 Budget = float | int  # float in (0, 1]: a fraction of the training set; int >= 1: an absolute number of labels
@@ -321,7 +321,7 @@ def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) ->
 
 def main(argv: list[str] | None = None) -> None:
     config, _, out = parse_stage_args(SubsetsConfig, "Write the label subset of every budget as JSON.", argv)
-    print(json.dumps(run(config, None, out), indent=2))
+    run_and_print("stages.subsets", lambda: run(config, None, out))
 
 
 if __name__ == "__main__":

@@ -149,3 +149,16 @@ def test_a_checkpoint_of_another_config_is_refused_and_kept(tmp_path):
     with pytest.raises(ValueError, match=r"another config \(model.width 0.0625 -> 0.125\).*new output directory"):
         pretrain.run(tiny_config(epochs=0.1, checkpoint_every=1), None, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+def test_the_command_reports_bad_input_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as status:
+        pretrain.main(["--out", str(tmp_path / "out"), *TINY[:-1], "5000"])
+    assert status.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == (
+        "stages.pretrain: error: batch_size=5000 is larger than the dataset (1437 examples): lower batch_size to at "
+        "most 1437"
+    )
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
