@@ -81,8 +81,11 @@ def run_command(args: argparse.Namespace) -> int:
     except USAGE_ERRORS as error:
         print(f"simclrv2 run: {error}", file=sys.stderr)
         return 2
-    # Prefect's temporary server can take longer than its default 20 s to start on a small, busy machine.
+    # Prefect's temporary server can take longer than its default 20 s to start on a small, busy machine, and its
+    # telemetry heartbeat races the first start's database migration ("database is locked" tracebacks). Both are
+    # defaults only: the user's own settings win.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from pipeline.flow import simclrv2_pipeline  # Prefect is imported only when a flow really runs
 
     config = str(args.config) if args.config else None
