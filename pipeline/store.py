@@ -24,11 +24,12 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from stages.files import write_text_atomic
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -137,24 +138,8 @@ def list_artifacts(stage_dir: Path | str) -> list[str]:
 
 
 def write_json_atomic(path: Path | str, value: Any) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: readers see no file or the whole file."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(value, file, indent=2, sort_keys=True, default=_plain, allow_nan=False)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+    """Readers see no file or the whole file (see `write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=_plain, allow_nan=False) + "\n")
 
 
 def write_manifest(
@@ -233,7 +218,7 @@ def is_complete(stage_dir: Path | str, verify: bool = False) -> bool:
 
 def device_info(processes: int = 1, machines: int = 1, use_cpu: bool = False) -> dict:
     """What ran the stage, for the manifest and the compute cost: process count and the device kind and name."""
-    import torch  # local: the store itself needs no torch (the lock is used by light processes too)
+    import torch  # local: only this function needs torch
 
     if torch.cuda.is_available() and not use_cpu:
         return {"processes": processes, "machines": machines, "device": "cuda", "name": torch.cuda.get_device_name(0)}

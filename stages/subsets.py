@@ -21,7 +21,6 @@ import math
 import numbers
 import os
 import posixpath
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 
 from stages.cli import parse_stage_args, run_and_print
 from stages.data import DataConfig, load_splits
+from stages.files import write_text_atomic
 
 Budget = float | int  # float in (0, 1]: a fraction of the training set; int >= 1: an absolute number of labels
 
@@ -176,7 +176,7 @@ def save_subset(
                 "new subset is intended."
             )
         return record
-    _write_atomically(path, _format_record(record))
+    write_text_atomic(path, _format_record(record))
     return record
 
 
@@ -184,21 +184,6 @@ def _format_record(record: dict) -> str:
     """One top-level key per line, lists on one line: readable, and still small for 128k indices."""
     lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in record.items()]
     return "{\n" + ",\n".join(lines) + "\n}\n"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path) -> Any:
