@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from stages.architecture import EncoderConfig
 from stages.data import DataConfig, load_splits
+from stages.pretrain import PretrainConfig
+from stages.pretrain import run as run_pretrain
 from stages.subsets import save_subset, select_subsets
 
 
@@ -33,3 +36,12 @@ def subsets(digits, tmp_path_factory) -> dict[str, Path]:
         paths[name] = folder / f"{name}.json"
         save_subset(paths[name], rows, train.labels, train.ids, budget, seed=0)
     return paths
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A real, tiny pretrain output (ResNet-18 at 0.125 width, 4 steps)."""
+    out = tmp_path_factory.mktemp("pretrain")
+    config = PretrainConfig(model=EncoderConfig(depth=18, width=0.125), image_size=16, batch_size=64, epochs=0.2)
+    run_pretrain(config, None, out)
+    return out

@@ -16,8 +16,6 @@ import stages.evaluate as evaluate
 from stages.architecture import EncoderConfig, classifier_for
 from stages.data import ImageSplit
 from stages.evaluate import EvaluateConfig, knn_accuracy, knn_vote_accuracy, linear_probe, top_k_accuracy
-from stages.pretrain import PretrainConfig
-from stages.pretrain import run as run_pretrain
 from stages.resnet import build_encoder
 from stages.weights import save_classifier
 
@@ -28,14 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    """A real, tiny pretrain output (4 steps)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    run_pretrain(PretrainConfig(model=TINY, image_size=16, batch_size=64, epochs=0.2, checkpoint_every=1000), None, out)
-    return out
 
 
 class IntensityLookup(nn.Module):

@@ -19,8 +19,6 @@ import stages.finetune as finetune
 from stages.architecture import EncoderConfig
 from stages.evaluate import top_k_accuracy
 from stages.finetune import FinetuneConfig, build_finetune_model, classifier_param_groups
-from stages.pretrain import PretrainConfig
-from stages.pretrain import run as run_pretrain
 from stages.runtime import NonFiniteLossError, latest_checkpoint
 from stages.weights import load_classifier
 
@@ -31,14 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    """A real, tiny pretrain output (4 steps)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    run_pretrain(PretrainConfig(model=TINY, image_size=16, batch_size=64, epochs=0.2, checkpoint_every=1000), None, out)
-    return out
 
 
 def tiny_config(**overrides) -> FinetuneConfig:
