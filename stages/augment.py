@@ -76,23 +76,38 @@ def random_resized_crop_boxes(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     attempts: int = 10,
 ) -> torch.Tensor:
-    """Per-sample crop boxes `B x 4` (x0, y0, w, h) in pixels, as torchvision's RandomResizedCrop samples them:
-    the first of `attempts` (area, log-aspect) draws that fits, else the largest centred box within `ratio`."""
+    """Per-sample crop boxes `B x 4` (x0, y0, w, h) in pixels for a batch of equally sized images."""
     batch, height, width, device = images.shape[0], images.shape[-2], images.shape[-1], images.device
-    area = height * width * _uniform((batch, attempts), *scale, generator, device)
+    heights = torch.full((batch,), float(height), device=device)
+    widths = torch.full((batch,), float(width), device=device)
+    return crop_boxes(heights, widths, generator, scale, ratio, attempts)
+
+
+def crop_boxes(
+    heights: torch.Tensor,
+    widths: torch.Tensor,
+    generator: Random = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> torch.Tensor:
+    """Crop boxes `B x 4` (x0, y0, w, h) in pixels for images of the given (float) sizes, as torchvision's
+    RandomResizedCrop samples them: the first of `attempts` (area, log-aspect) draws that fits, else the largest
+    centred box within `ratio`. The draws do not depend on the sizes, so a shard's rows stay those of the batch."""
+    batch, device = heights.shape[0], heights.device
+    area = (heights * widths).unsqueeze(1) * _uniform((batch, attempts), *scale, generator, device)
     aspect = torch.exp(_uniform((batch, attempts), math.log(ratio[0]), math.log(ratio[1]), generator, device))
     w, h = torch.sqrt(area * aspect), torch.sqrt(area / aspect)
-    fits = (w <= width) & (h <= height)
+    fits = (w <= widths.unsqueeze(1)) & (h <= heights.unsqueeze(1))
     first = fits.float().argmax(dim=1, keepdim=True)  # index of the first fitting attempt (0 if none fits)
     w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(dim=1)
 
-    image_ratio = width / height
-    fallback_w = width if image_ratio <= ratio[1] else height * ratio[1]
-    fallback_h = height if image_ratio >= ratio[0] else width / ratio[0]
-    w = torch.where(found, w, torch.full_like(w, fallback_w))
-    h = torch.where(found, h, torch.full_like(h, fallback_h))
+    image_ratio = widths / heights
+    fallback_w = torch.where(image_ratio <= ratio[1], widths, heights * ratio[1])
+    fallback_h = torch.where(image_ratio >= ratio[0], heights, widths / ratio[0])
+    w, h = torch.where(found, w, fallback_w), torch.where(found, h, fallback_h)
     position = torch.where(found.unsqueeze(1), _rand((batch, 2), generator, device), 0.5)  # fallback: centred
-    x0, y0 = (width - w) * position[:, 0], (height - h) * position[:, 1]
+    x0, y0 = (widths - w) * position[:, 0], (heights - h) * position[:, 1]
     return torch.stack([x0, y0, w, h], dim=1)
 
 
@@ -100,8 +115,9 @@ def center_crop_boxes(images: torch.Tensor, proportion: float = 0.875) -> torch.
     """The centred square box covering `proportion` of the shorter side (the reference's evaluation crop)."""
     batch, height, width = images.shape[0], images.shape[-2], images.shape[-1]
     side = proportion * min(height, width)
-    box = torch.tensor([(width - side) / 2, (height - side) / 2, side, side], device=images.device)
-    return box.expand(batch, 4)
+    box = [(width - side) / 2, (height - side) / 2, side, side]
+    # Built on the device from Python floats: a tensor copied from host memory would synchronise.
+    return torch.stack([torch.full((batch,), value, device=images.device) for value in box], dim=1)
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,7 +161,7 @@ def _value_chroma_hue(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 
 def _rgb_from(value: torch.Tensor, chroma: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
     """HSV -> RGB: channel n in (5, 3, 1) for (R, G, B) is v - chroma*clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6."""
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=value.dtype, device=value.device).view(1, 3, 1, 1)
+    n = torch.arange(5, 0, -2, dtype=value.dtype, device=value.device).view(1, 3, 1, 1)  # made on the device: no copy
     k = (n + 6 * hue.unsqueeze(1)) % 6
     return value.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
 
@@ -207,8 +223,8 @@ def color_jitter(images: torch.Tensor, strength: float, generator: Random = None
 
 
 def random_grayscale(images: torch.Tensor, generator: Random = None, p: float = 0.2) -> torch.Tensor:
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    gray = (images * weights).sum(dim=1, keepdim=True).expand_as(images)
+    red, green, blue = images.unbind(dim=1)
+    gray = (GRAY_WEIGHTS[0] * red + GRAY_WEIGHTS[1] * green + GRAY_WEIGHTS[2] * blue).unsqueeze(1).expand_as(images)
     chosen = _per_sample(_rand((images.shape[0],), generator, images.device) < p)
     return torch.where(chosen, gray, images)
 
@@ -265,7 +281,18 @@ class SimCLRAugment:
         images = to_float_images(images)
         boxes = random_resized_crop_boxes(images, generator, scale=self.crop_scale)
         flip = _rand((images.shape[0],), generator, images.device) < 0.5
-        views = crop_resize(images, boxes, self.size, flip)
+        return self.appearance(crop_resize(images, boxes, self.size, flip), generator)
+
+    def from_crops(self, crops: torch.Tensor, generator: Random = None) -> torch.Tensor:
+        """Views from crops already cut and resized to `size` (by the data loader's workers): flip, then the rest."""
+        crops = to_float_images(crops)
+        if crops.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"crops must be {self.size} x {self.size}, got {tuple(crops.shape[-2:])}")
+        flip = _per_sample(_rand((crops.shape[0],), generator, crops.device) < 0.5)
+        return self.appearance(torch.where(flip, crops.flip(-1), crops), generator)
+
+    def appearance(self, views: torch.Tensor, generator: Random = None) -> torch.Tensor:
+        """Colour jitter, grayscale and (optionally) blur of float views."""
         views = random_grayscale(color_jitter(views, self.color_strength, generator), generator)
         return random_gaussian_blur(views, generator) if self.blur else views
 

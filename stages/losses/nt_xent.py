@@ -36,7 +36,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     own = rank * batch + torch.arange(batch, device=local.device)
     self_index = torch.cat([own, own + total])
     positive_index = torch.cat([own + total, own])
-    logits = logits.masked_fill(F.one_hot(self_index, 2 * total).bool(), float("-inf"))
+    # A comparison, not F.one_hot: one_hot checks its indices on the host (a device sync on some backends).
+    is_self = self_index.unsqueeze(1) == torch.arange(2 * total, device=local.device)
+    logits = logits.masked_fill(is_self, float("-inf"))
     return 2 * F.cross_entropy(logits, positive_index)
 
 
