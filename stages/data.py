@@ -94,11 +94,9 @@ def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
         raise DataError(f"{config.source}: split {config.train_split!r} is empty; point `source` at the images")
 
     # Labels first: they are cheap, and a label problem should not wait for every image to be decoded.
-    train_keys = label_keys(train_data, config.train_split, config)
-    class_keys = class_keys_of(train_data.features[config.label_column], train_keys)
+    class_keys, train_labels = train_classes_and_labels(train_data, config)
     class_names = [str(key) for key in class_keys]
     index_of = {key: index for index, key in enumerate(class_keys)}
-    train_labels = map_labels(train_keys, index_of, config.train_split, config)
     if test_data is not None:
         test_keys = label_keys(test_data, config.test_split, config)
         test_labels = map_labels(test_keys, index_of, config.test_split, config)
@@ -108,6 +106,39 @@ def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
         test = build_split(test_rows, test_labels, class_names, config.test_split)
         return train, check_same_size_across(train, test, config)
 
+    _log_holdout(config)
+    train_index, test_index = stratified_split(train_labels, config)  # before decoding: skips never move rows
+    rows = decode_rows(train_data, config.train_split, config)
+    train = build_split(rows.take(train_index), train_labels[train_index], class_names, config.train_split)
+    held_out = f"{config.test_split} (held out from {config.train_split})"
+    test = build_split(rows.take(test_index), train_labels[test_index], class_names, held_out)
+    return train, check_same_size_across(train, test, config)
+
+
+def open_train_rows(config: DataConfig) -> Dataset:
+    """The training rows exactly as `load_splits` keeps them (a held-out test split removed), with only the image
+    column, left undecoded (`{"bytes", "path"}`): for data loader workers that decode images as they need them."""
+    splits = open_source(config.source)
+    train_data = pick_split(splits, config.train_split, config)
+    check_columns(train_data, config.train_split, config)
+    if len(train_data) == 0:
+        raise DataError(f"{config.source}: split {config.train_split!r} is empty; point `source` at the images")
+    if pick_test_split(splits, config) is None:
+        _, labels = train_classes_and_labels(train_data, config)
+        _log_holdout(config)
+        train_index, _ = stratified_split(labels, config)
+        train_data = train_data.select(train_index.tolist())
+    return undecoded(train_data.select_columns([config.image_column]), config.image_column)
+
+
+def undecoded(dataset: Dataset, column: str) -> Dataset:
+    """Images as `{"path", "bytes"}` instead of PIL images: decoding is left to whoever reads the rows."""
+    if isinstance(dataset.features[column], datasets.Image):
+        return dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
+def _log_holdout(config: DataConfig) -> None:
     logger.info(
         "source %s has no '%s' split: holding out %g%% of '%s' (stratified, seed %d)",
         config.source,
@@ -116,12 +147,6 @@ def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
         config.train_split,
         config.seed,
     )
-    train_index, test_index = stratified_split(train_labels, config)  # before decoding: skips never move rows
-    rows = decode_rows(train_data, config.train_split, config)
-    train = build_split(rows.take(train_index), train_labels[train_index], class_names, config.train_split)
-    held_out = f"{config.test_split} (held out from {config.train_split})"
-    test = build_split(rows.take(test_index), train_labels[test_index], class_names, held_out)
-    return train, check_same_size_across(train, test, config)
 
 
 # --- sources -------------------------------------------------------------------------------------------------------
@@ -322,6 +347,14 @@ def label_keys(dataset: Dataset, split: str, config: DataConfig) -> list[Any]:
     return values
 
 
+def train_classes_and_labels(train_data: Dataset, config: DataConfig) -> tuple[list[Any], torch.Tensor]:
+    """The class keys in index order (the train split defines them) and the train split's labels as indices."""
+    train_keys = label_keys(train_data, config.train_split, config)
+    class_keys = class_keys_of(train_data.features[config.label_column], train_keys)
+    index_of = {key: index for index, key in enumerate(class_keys)}
+    return class_keys, map_labels(train_keys, index_of, config.train_split, config)
+
+
 def _refuse_missing(rows: list[int], split: str, config: DataConfig) -> None:
     if rows:
         raise DataError(
@@ -365,14 +398,12 @@ class DecodedRows:
 
 def decode_rows(dataset: Dataset, split: str, config: DataConfig) -> DecodedRows:
     column = config.image_column
-    if isinstance(dataset.features[column], datasets.Image):
-        dataset = dataset.cast_column(column, datasets.Image(decode=False))  # {"path", "bytes"}: we decode, per row
-    dataset = dataset.select_columns([column])
+    dataset = undecoded(dataset.select_columns([column]), column)  # we decode, row by row
     arrays, paths = [], []
     progress = tqdm(total=len(dataset), desc=f"Decoding {split} images", unit="img", disable=len(dataset) < 10_000)
     for start in range(0, len(dataset), DECODE_BATCH):
         for offset, value in enumerate(dataset[start : start + DECODE_BATCH][column]):
-            path = _path_of(value)
+            path = path_of(value)
             paths.append(path)
             arrays.append(decode_image(value, f"row {start + offset} of split {split!r}", path, config))
         progress.update(min(DECODE_BATCH, len(dataset) - start))
@@ -402,7 +433,7 @@ def row_ids(paths: list[str | None], fallback: list[str]) -> list[str]:
     return fallback
 
 
-def _path_of(value: Any) -> str | None:
+def path_of(value: Any) -> str | None:
     if isinstance(value, dict):
         return value.get("path") or None
     return value if isinstance(value, str) else None

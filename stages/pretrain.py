@@ -22,19 +22,19 @@ from torch import nn
 from stages.architecture import EncoderConfig, build_pretrain_model
 from stages.augment import SimCLRAugment
 from stages.cli import parse_stage_args, run_and_print
-from stages.data import DataConfig, load_splits
+from stages.crop_loader import CropBatches
+from stages.data import DataConfig, load_splits, open_train_rows
 from stages.lars import LARS, lars_param_groups
 from stages.losses import nt_xent
 from stages.runtime import (
     check_batch_size,
     close_trackers,
     global_batchnorm,
-    local_batch,
     make_accelerator,
-    step_generator,
 )
 from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
 from stages.train_loop import train_steps
+from stages.views import InMemoryViews, PairedViews, StreamedViews
 from stages.weights import WEIGHTS_FILE, save_pretrained
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,13 @@ class PretrainConfig:
     color_strength: float = 0.5
     blur: bool = False
     seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # bf16 on GPUs
+    channels_last: bool = True  # NHWC activations: the layout tensor cores want
+    compile: bool = False  # torch.compile the model (inductor; the first steps are slow while it compiles)
+    activation_checkpointing: bool = False  # recompute each residual block in backward: less memory, ~1/3 more compute
+    in_memory: bool = True  # decode every image once and augment on the device; false: loader workers decode and
+    # crop each step (data larger than memory; data.image_size is then not applied: crops come from the originals)
+    loader_workers: int = 8  # CPU processes decoding and cropping when in_memory is false
     checkpoint_every: int = 100  # optimiser steps between resumable states
     log_every: int = 10  # steps between loss read-backs (each one syncs the device)
     tensorboard: bool = False
@@ -64,37 +70,47 @@ class PretrainConfig:
 def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     accelerator = make_accelerator(out_dir, config.seed, config.mixed_precision, config.tensorboard)
-    train, _ = load_splits(config.data)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    check_batch_size(config.batch_size, len(train.labels), world)
+    views_at = pretraining_views(config, rank, world, device)
+    num_images = views_at.num_images
+    check_batch_size(config.batch_size, num_images, world)
 
     model = global_batchnorm(build_pretrain_model(config.model), accelerator)
+    model.encoder.activation_checkpointing = config.activation_checkpointing
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     lr = scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling)
     optimizer = LARS(lars_param_groups(model, config.weight_decay), lr=lr)
-    steps_per_epoch = len(train.labels) // config.batch_size
+    steps_per_epoch = num_images // config.batch_size
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
-
-    images = train.images.to(device)  # in-memory uint8; augmentation happens on the device
-    augment = SimCLRAugment(config.image_size, config.color_strength, config.blur)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
     def loss_at(model: nn.Module, step: int) -> torch.Tensor:
-        batch = images[local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)]
-        generator = step_generator(config.seed, step, rank, world, config.batch_size, device)
-        views = torch.cat([augment(batch, generator), augment(batch, generator)])  # one forward for both views
+        views = views_at(step, total_steps).contiguous(memory_format=memory_format)  # both views, one forward
         with accelerator.autocast():
             z1, z2 = model(views).chunk(2)
         return nt_xent(z1, z2, config.temperature)
 
     result = train_steps(
-        accelerator, model, optimizer, scheduler, total_steps, loss_at, config, out_dir, "pretrain", asdict(config)
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        total_steps,
+        loss_at,
+        config,
+        out_dir,
+        "pretrain",
+        asdict(config),
+        compile_model=config.compile,
     )
     metrics = {
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "steps": total_steps,
         "epochs": config.epochs,
-        "num_images": len(train.labels),
+        "num_images": num_images,
         "global_batch": config.batch_size,
         "processes": world,
         "seconds_this_run": round(result.seconds, 3),
@@ -106,6 +122,17 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
     accelerator.wait_for_everyone()
     close_trackers(accelerator)
     return metrics
+
+
+def pretraining_views(config: PretrainConfig, rank: int, world: int, device: torch.device) -> PairedViews:
+    """Where each step's two views come from: images decoded once and kept on the device, or loader workers."""
+    augment = SimCLRAugment(config.image_size, config.color_strength, config.blur)
+    if config.in_memory:
+        train, _ = load_splits(config.data)
+        return InMemoryViews(train.images.to(device), augment, config.batch_size, config.seed, rank, world)
+    rows = open_train_rows(config.data)
+    crops = CropBatches(rows, config.data, config.image_size, config.batch_size, config.seed, rank, world)
+    return StreamedViews(crops, augment, config.loader_workers, device)
 
 
 def main(argv: list[str] | None = None) -> None:

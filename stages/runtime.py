@@ -53,16 +53,20 @@ def make_accelerator(out_dir: Path, seed: int, mixed_precision: str = "no", tens
         project_dir=str(out_dir),
     )
     set_seed(seed)
+    if accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on tensor cores
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     return accelerator
 
 
 def step_generator(
-    seed: int, step: int, rank: int, world: int, global_batch: int, device: torch.device
+    seed: int, step: int, rank: int, world: int, global_batch: int, device: torch.device, stream: int = 0
 ) -> ShardedGenerator:
     """The augmentation randomness of one step: drawn for the whole global batch from (seed, step), this process
-    keeping its rows. Independent of how often the run was resumed and of how many processes share the batch."""
-    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+    keeping its rows. Independent of how often the run was resumed and of how many processes share the batch.
+    `stream` separates independent uses within a step (the loader workers' crops from the device's colours)."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + stream * 2**48)
     return ShardedGenerator(generator, start=rank * (global_batch // world), total=global_batch)
 
 
@@ -158,7 +162,17 @@ def resume(
     return int(progress["step"])
 
 
-RESUMABLE_CHANGES = {"checkpoint_every", "log_every", "tensorboard", "eval_batch_size"}  # do not change the training
+# Settings that change how fast or in how much memory a run trains, not what it trains: a run may resume under others.
+RESUMABLE_CHANGES = {
+    "checkpoint_every",
+    "log_every",
+    "tensorboard",
+    "eval_batch_size",
+    "loader_workers",
+    "compile",
+    "channels_last",
+    "activation_checkpointing",
+}
 
 
 def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any] | None, checkpoint: Path) -> None:

@@ -55,10 +55,14 @@ def train_steps(
     out_dir: Path,
     tracker: str,
     run_config: dict[str, Any] | None = None,
+    compile_model: bool = False,
 ) -> TrainingResult:
     """Run steps `resumed step ... total_steps - 1`; a checkpoint every `config.checkpoint_every` steps and at the
-    end, each written only after the loss was found finite, so a checkpoint is always a good state."""
+    end, each written only after the loss was found finite, so a checkpoint is always a good state.
+    `compile_model` compiles the prepared model in place: its state-dict keys, and so checkpoints, stay the same."""
     model, optimizer = accelerator.prepare(model, optimizer)
+    if compile_model:
+        model.compile()
     # The scheduler is stepped by us, not prepared; `run_config` guards against resuming another config's state.
     step = first_step = resume(accelerator, out_dir, scheduler, run_config)
     if config.tensorboard:
