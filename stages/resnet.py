@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.checkpointing import checkpointed
+
 STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
@@ -153,7 +155,15 @@ def make_stem(stem_width: int, sk: bool, small_images: bool) -> nn.Sequential:
 
 
 class ResNet(nn.Module):
-    """(SK-)ResNet trunk up to the global average pool; `out_dim` features per image."""
+    """(SK-)ResNet trunk up to the global average pool; `out_dim` features per image.
+
+    `activation_checkpointing` (default False; a runtime switch, not part of the architecture or the weights): when
+    set, training-mode forwards with grad enabled keep only each residual block's input and recompute the block in
+    backward. Costs about one extra forward of the stages; needed to fit the big encoders (e.g. ResNet-152 3x SK at
+    per-GPU batch 64) into GPU memory. Outputs, gradients and BN running statistics are unchanged.
+    """
+
+    activation_checkpointing: bool
 
     def __init__(self, depth: int, width: float, sk: bool, small_images: bool) -> None:
         super().__init__()
@@ -171,11 +181,20 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.out_dim = cin
+        self.activation_checkpointing = False
         init_weights(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_image_batch(images, "images")
-        return self.stages(self.stem(images)).mean(dim=(2, 3))
+        x = self.stem(images)
+        # Only a training step that will run backward has activations worth dropping; eval and no_grad run as usual.
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            for stage in self.stages:
+                for block in stage:  # per block: memory ~ one block's activations + every block's input
+                    x = checkpointed(block, x)
+        else:
+            x = self.stages(x)
+        return x.mean(dim=(2, 3))
 
 
 def scaled(channels: int, width: float) -> int:
