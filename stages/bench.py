@@ -18,8 +18,9 @@ On a GPU, the largest model (ResNet-152 3x SK) is run at the largest batch that 
 checkpointing, and one in-memory step is checked for host synchronisations (`torch.cuda.set_sync_debug_mode`).
 
 Rates are views over a timed window of consecutive steps, the device synchronised only at the window's ends, as in
-training. MFU counts the model's FLOPs (forward + backward, `torch.utils.flop_counter`, without recomputation)
-against the device's dense bf16 peak. Not a test: nothing here asserts a speed.
+training; the median of several windows is reported. MFU counts the model's FLOPs (forward + backward,
+`torch.utils.flop_counter`, without recomputation) against the rate of a large matmul measured on the same device in
+the same precision. Not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import math
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,8 +53,6 @@ from stages.lars import LARS, lars_param_groups
 from stages.losses import nt_xent
 from stages.views import InMemoryViews, StreamedViews
 
-# Dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment, most specific first.
-PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0)]
 BIG_MODEL_BATCHES = (512, 384, 256, 192, 128, 96, 64, 48, 32, 16, 8)
 
 
@@ -105,7 +106,8 @@ class Settings:
     channels_last: bool
     compile: bool
     warmup: int
-    repeats: int
+    repeats: int  # steps per timed window
+    windows: int  # timed windows; the median is reported
     workers: int
 
 
@@ -158,18 +160,20 @@ def count_flops_per_view(model: torch.nn.Module, size: int, device: torch.device
 # --- timing --------------------------------------------------------------------------------------------------------
 
 
-def window_seconds(step: Callable[[int], None], settings: Settings, steps: int | None = None) -> float:
-    """Seconds per step over a window of consecutive steps after `warmup` untimed ones; the device is synchronised
-    only at the window's ends, so queued work overlaps as in training."""
-    for index in range(settings.warmup):
-        step(index)
-    synchronize(settings.device)
-    start = time.perf_counter()
-    steps = steps or settings.repeats
-    for index in range(settings.warmup, settings.warmup + steps):
-        step(index)
-    synchronize(settings.device)
-    return (time.perf_counter() - start) / steps
+def seconds_per_step(step: Callable[[int], None], settings: Settings, steps: int | None = None) -> float:
+    """Median over `settings.windows` timed windows of seconds per step, after `warmup` untimed steps. A window is
+    consecutive steps with the device synchronised only at its ends, so queued work overlaps as in training."""
+    steps, step_numbers, windows = steps or settings.repeats, itertools.count(), []
+    for _ in range(settings.warmup):
+        step(next(step_numbers))
+    for _ in range(settings.windows):
+        synchronize(settings.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(next(step_numbers))
+        synchronize(settings.device)
+        windows.append((time.perf_counter() - start) / steps)
+    return statistics.median(windows)
 
 
 def synchronize(device: torch.device) -> None:
@@ -186,13 +190,13 @@ def peak_memory_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def peak_tflops(device: torch.device, precision: str, override: float | None) -> float | None:
-    if override:
-        return override
-    if device.type != "cuda" or precision != "bf16":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for fragment, peak in PEAK_BF16_TFLOPS if fragment in name), None)
+def measured_peak_tflops(settings: Settings) -> float:
+    """What the device's matrix units deliver: a large square matmul in the benchmark's precision (the MFU
+    denominator; about 790 TFLOP/s bf16 on an H100, below the data sheet's 989)."""
+    n = 8192 if settings.device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if settings.precision == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=settings.device, dtype=dtype) for _ in range(2))
+    return 2 * n**3 / seconds_per_step(lambda _: a @ b, settings) / 1e12
 
 
 def measure(
@@ -205,7 +209,7 @@ def measure(
     steps: int | None = None,
 ) -> Measurement:
     reset_peak_memory(settings.device)
-    seconds = window_seconds(step, settings, steps)
+    seconds = seconds_per_step(step, settings, steps)
     views_per_second = 2 * batch / seconds
     mfu = views_per_second * flops_per_view / (peak * 1e12) if flops_per_view and peak else None
     return Measurement(what, views_per_second, 1000 * seconds, peak_memory_gib(settings.device), mfu)
@@ -452,8 +456,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jpeg-count", type=int, default=1024)
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="loader worker processes")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (default: known GPUs, bf16)")
+    parser.add_argument("--repeats", type=int, default=10, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows; the median is reported")
+    parser.add_argument("--peak-tflops", type=float, help="the MFU denominator (default: measured with a matmul)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     return parser.parse_args(argv)
@@ -481,11 +486,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.compile,
         args.warmup,
         args.repeats,
+        args.windows,
         args.workers,
     )
-    peak = peak_tflops(device, settings.precision, args.peak_tflops)
+    peak = args.peak_tflops or measured_peak_tflops(settings)
     width, height = (int(side) for side in args.jpeg_size.split("x"))
     print(f"Machine: {describe_machine(settings)}", flush=True)
+    print(f"Matrix-multiply rate (the MFU denominator): {peak:,.1f} TFLOP/s", flush=True)
     records = []
     with tempfile.TemporaryDirectory() as scratch:
         for case in select_cases(args, device):
