@@ -118,6 +118,7 @@ def baseline_views_per_second(
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
             persistent_workers=True,
+            multiprocessing_context="forkserver",
         )
 
     data_seconds = _window_seconds(make_loader(), lambda views: None, device, warmup, repeats)

@@ -57,38 +57,56 @@ class CropBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> tuple[int, torch.Tensor]:
         indices = local_batch(len(self.rows), self.global_batch, step, self.seed, self.rank, self.world).tolist()
-        images = [self._open(row) for row in indices]
-        oriented = torch.tensor([oriented_size(image) for image in images], dtype=torch.float64)  # B x (w, h)
-        generator = step_generator(
-            self.seed, step, self.rank, self.world, self.global_batch, torch.device("cpu"), CROP_STREAM
-        )
-        # First every image's view-1 box, then every view-2 box: the draw order of the in-memory path.
-        boxes = [crop_boxes(oriented[:, 1], oriented[:, 0], generator, self.crop_scale) for _ in range(2)]
-        crops = np.empty((2, len(images), self.size, self.size, 3), dtype=np.uint8)
-        for i, image in enumerate(images):
-            first, second = cut_crops(image, [boxes[0][i].tolist(), boxes[1][i].tolist()], self.size)
-            crops[0, i], crops[1, i] = first, second
+        opened = [self._open(row) for row in indices]  # per slot: (rows skipped to reach a readable one, image)
+        oriented = torch.tensor([oriented_size(image) for _, image in opened], dtype=torch.float64)  # B x (w, h)
+        boxes = self._boxes(step, oriented)
+        crops = np.empty((2, len(opened), self.size, self.size, 3), dtype=np.uint8)
+        for i, row in enumerate(indices):
+            while True:
+                skipped, image = opened[i]
+                try:
+                    crops[0, i], crops[1, i] = cut_crops(image, [boxes[0][i].tolist(), boxes[1][i].tolist()], self.size)
+                    break
+                except Exception as error:  # a header that parses but data that does not decode (e.g. truncated)
+                    self._unreadable((row + skipped) % len(self.rows), error)
+                    opened[i] = self._open(row, skipped + 1)
+                    # A box's draws do not depend on the sizes: redrawn, the other rows' boxes stay the same.
+                    oriented[i] = torch.tensor(oriented_size(opened[i][1]), dtype=torch.float64)
+                    boxes = self._boxes(step, oriented)
         # NHWC memory seen as NCHW: a channels_last batch, which is what the model consumes.
         return step, torch.from_numpy(crops).flatten(0, 1).permute(0, 3, 1, 2)
 
-    def _open(self, row: int) -> PIL.Image.Image:
-        """The image of `row`, opened lazily (header only); an unreadable one is named, or skipped for the next."""
-        for attempt in range(MAX_REPLACEMENTS):
+    def _boxes(self, step: int, oriented: torch.Tensor) -> list[torch.Tensor]:
+        """Both views' crop boxes for images of these (width, height): first every view-1 box, then every view-2
+        box (the draw order of the in-memory path), from the step's own stream."""
+        generator = step_generator(
+            self.seed, step, self.rank, self.world, self.global_batch, torch.device("cpu"), CROP_STREAM
+        )
+        return [crop_boxes(oriented[:, 1], oriented[:, 0], generator, self.crop_scale) for _ in range(2)]
+
+    def _open(self, row: int, first_attempt: int = 0) -> tuple[int, PIL.Image.Image]:
+        """The image of `row`, opened lazily (header only), and how many rows were skipped to reach it: an
+        unreadable one is named, or skipped for the next."""
+        for attempt in range(first_attempt, MAX_REPLACEMENTS):
             candidate = (row + attempt) % len(self.rows)
-            value = self.rows[candidate][self.data.image_column]
             try:
-                image = open_image(value)
+                image = open_image(self.rows[candidate][self.data.image_column])
                 image.size  # noqa: B018 - the header is parsed here, so a broken file fails here
-                return image
+                return attempt, image
             except Exception as error:
-                where = f"row {candidate} of split {self.data.train_split!r} ({path_of(value) or 'embedded'})"
-                if not self.data.skip_bad_images:
-                    raise DataError(
-                        f"{self.data.source}: cannot read the image at {where}: {type(error).__name__}: {error}. "
-                        "Fix or remove the file, or set `skip_bad_images: true` to skip unreadable images."
-                    ) from None
-                log.warning("skipping unreadable image %s: %s", where, error)
+                self._unreadable(candidate, error)
         raise DataError(f"{self.data.source}: {MAX_REPLACEMENTS} consecutive images from row {row} are unreadable")
+
+    def _unreadable(self, row: int, error: Exception) -> None:
+        """Name the unreadable image of `row`, or, with `skip_bad_images`, warn and return to skip it."""
+        value = self.rows[row][self.data.image_column]
+        where = f"row {row} of split {self.data.train_split!r} ({path_of(value) or 'embedded'})"
+        if not self.data.skip_bad_images:
+            raise DataError(
+                f"{self.data.source}: cannot read the image at {where}: {type(error).__name__}: {error}. "
+                "Fix or remove the file, or set `skip_bad_images: true` to skip unreadable images."
+            ) from None
+        log.warning("skipping unreadable image %s: %s", where, error)
 
 
 def open_image(value: Any) -> PIL.Image.Image:

@@ -52,7 +52,19 @@ TRAINING = {  # shared by the training stages, all away from every default
 TRAINER = {"optimizer": "sgd", "momentum": 0.5, "eval_batch_size": 99}
 
 CONFIGS = {
-    "pretrain": PretrainConfig(data=DATA, model=ENCODER, temperature=0.2, color_strength=1.0, blur=True, **TRAINING),
+    "pretrain": PretrainConfig(
+        data=DATA,
+        model=ENCODER,
+        temperature=0.2,
+        color_strength=1.0,
+        blur=True,
+        channels_last=False,
+        compile=True,
+        activation_checkpointing=True,
+        in_memory=False,
+        loader_workers=3,
+        **TRAINING,
+    ),
     "finetune": FinetuneConfig(data=DATA, model=ENCODER, proj_selector=2, **TRAINING, **TRAINER),
     "distill": DistillConfig(data=DATA, student=ENCODER, temperature=0.1, alpha=0.5, **TRAINING, **TRAINER),
     "distill-self": DistillConfig(data=DATA, student=None, temperature=0.1, alpha=0.5, **TRAINING, **TRAINER),
