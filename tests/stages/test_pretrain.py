@@ -257,3 +257,17 @@ def test_resuming_with_other_workers_or_checkpointing_is_allowed_but_not_another
     with pytest.raises(ValueError, match=r"another config \(in_memory False -> True\)"):
         pretrain.run(replace(changed, in_memory=True), None, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.slow
+def test_compiled_pretraining_trains_and_keeps_the_keys_of_an_uncompiled_model(tmp_path, one_thread):
+    """compile=True compiles in place: weights and checkpoints keep plain keys (no `_orig_mod.`), load into an
+    uncompiled model, and a rerun resumes from them. About a minute of inductor compiling on 2 CPU cores."""
+    config = tiny_config(compile=True, epochs=0.2, checkpoint_every=2)
+    metrics = pretrain.run(config, None, tmp_path)
+    assert math.isfinite(metrics["final_loss"])
+
+    plain = pretrain.build_pretrain_model(config.model).state_dict().keys()
+    assert load_file(tmp_path / pretrain.WEIGHTS_FILE).keys() == plain
+    assert load_file(latest_checkpoint(tmp_path) / "model.safetensors").keys() == plain
+    assert pretrain.run(config, None, tmp_path)["seconds_this_run"] < 5  # resumed at the end: nothing left to do
