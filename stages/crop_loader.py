@@ -8,6 +8,8 @@ first views then all second views. The rows come from `local_batch` and the crop
 Workers decode only what the crops need: JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
 leaves both crops at least `S` pixels wide (PIL's `draft`), which makes decoding several times cheaper for large
 images. Batches come from a `DataLoader` with `batch_size=None` (a worker builds a whole step), pinned for the copy.
+Its workers start from a forkserver, so a script that pretrains with them must guard its entry point with
+`if __name__ == "__main__":` (Python's rule for forkserver and spawn; the stage commands and `simclrv2` do).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +155,15 @@ def cut_crops(image: PIL.Image.Image, boxes: list[list[float]], size: int) -> li
     return crops
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process that has this module (torch, PIL, datasets) imported: fast to
+    start, and free of the threads and handlers of the process that trains (forked from a process that Prefect had
+    run in, workers died at shutdown with exit code 1)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # takes effect when the server starts, i.e. at the first loader
+    return context
+
+
 @dataclass
 class CropStream:
     """`stream(step)`: the crops of `step` on `device`, from a worker pool that works ahead. The pool starts at the
@@ -173,6 +185,7 @@ class CropStream:
                 num_workers=self.workers,
                 prefetch_factor=self.prefetch if self.workers else None,
                 pin_memory=self.device.type == "cuda",
+                multiprocessing_context=worker_context() if self.workers else None,
             )
             self._iterator = iter(loader)
         loaded_step, crops = next(self._iterator)
