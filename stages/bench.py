@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from stages.architecture import EncoderConfig, build_pretrain_model
 from stages.augment import SimCLRAugment
 from stages.bench_baseline import baseline_views_per_second
-from stages.crop_loader import CropBatches
+from stages.crop_loader import PREFETCH, CropBatches
 from stages.data import DataConfig, load_splits, open_train_rows
 from stages.lars import LARS, lars_param_groups
 from stages.losses import nt_xent
@@ -275,45 +275,21 @@ def run_case(
             )
         )
 
-    # A window long enough that the workers' prefetched steps cannot flatter the rate.
-    streamed_steps = max(settings.repeats, 3 * settings.workers)
+    # Windows twice as long as the loader's queue (PREFETCH steps per worker): prefetched steps cannot flatter the rate.
+    streamed_steps = max(settings.repeats, 2 * PREFETCH * settings.workers)
     rows = open_train_rows(DataConfig(source=jpeg_source))
-    streamed = endless_steps(
-        StreamedViews(
-            CropBatches(rows, DataConfig(source=jpeg_source), case.size, case.batch, 0),
-            augment,
-            settings.workers,
-            device,
+    for label, with_model in (
+        (f"data path alone: streamed JPEGs, {settings.workers} workers", False),
+        ("whole step: streamed JPEGs", True),
+    ):
+        crops = CropBatches(rows, DataConfig(source=jpeg_source), case.size, case.batch, seed=int(with_model))
+        streamed = StreamedViews(crops, augment, settings.workers, device)
+        step = endless_steps(streamed)
+        measured_step = (lambda index, step=step: train_step(step(index))) if with_model else step
+        results.append(
+            measure(label, case.batch, measured_step, settings, flops if with_model else None, peak, streamed_steps)
         )
-    )
-    results.append(
-        measure(
-            f"data path alone: streamed JPEGs, {settings.workers} workers",
-            case.batch,
-            streamed,
-            settings,
-            steps=streamed_steps,
-        )
-    )
-    streamed = endless_steps(
-        StreamedViews(
-            CropBatches(rows, DataConfig(source=jpeg_source), case.size, case.batch, 1),
-            augment,
-            settings.workers,
-            device,
-        )
-    )
-    results.append(
-        measure(
-            "whole step: streamed JPEGs",
-            case.batch,
-            lambda step: train_step(streamed(step)),
-            settings,
-            flops,
-            peak,
-            steps=streamed_steps,
-        )
-    )
+        streamed.close()  # its workers and their pinned batches must not outlive the measurement
     if device.type == "cuda":
         check_no_host_sync(train_step, InMemoryViews(synthetic, augment, case.batch, seed=0))
     train_step.release()

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 CROP_STREAM = 1  # step_generator stream of the workers' crop boxes (0 is the device's flips and colours)
 SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees: width and height swap
 MAX_REPLACEMENTS = 100  # consecutive unreadable rows skipped before giving up
+PREFETCH = 4  # steps each worker prepares ahead
 
 
 class CropBatches(torch.utils.data.Dataset):
@@ -173,7 +174,7 @@ class CropStream:
     total_steps: int
     workers: int
     device: torch.device
-    prefetch: int = 4  # steps each worker prepares ahead
+    prefetch: int = PREFETCH
     _iterator: Iterator[tuple[int, torch.Tensor]] | None = None
 
     def __call__(self, step: int) -> torch.Tensor:

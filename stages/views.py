@@ -48,6 +48,10 @@ class StreamedViews:
         self.num_images = len(crops.rows)
         self._stream: CropStream | None = None
 
+    def close(self) -> None:
+        """Stop the loader's workers now rather than when this object is collected."""
+        self._stream = None
+
     def __call__(self, step: int, total_steps: int) -> torch.Tensor:
         if self._stream is None:  # started at the first step asked for: the resumed one
             self._stream = CropStream(self.crops, total_steps, self.workers, self.device)
