@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 
@@ -10,6 +11,13 @@ from stages.data import DataConfig, load_splits
 from stages.pretrain import PretrainConfig
 from stages.pretrain import run as run_pretrain
 from stages.subsets import save_subset, select_subsets
+
+
+@pytest.fixture
+def private_datasets_cache(tmp_path, monkeypatch):
+    """`load_dataset` caches what it builds; keep that out of the user's ~/.cache (modules that build datasets
+    use it for every test: `pytestmark = pytest.mark.usefixtures("private_datasets_cache")`)."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture(scope="module")

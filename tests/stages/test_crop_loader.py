@@ -17,14 +17,10 @@ from stages.crop_loader import CropBatches, CropStream, cut_crops, open_image, o
 from stages.data import DataConfig, DataError, open_train_rows
 from stages.runtime import local_batch
 
+pytestmark = pytest.mark.usefixtures("private_datasets_cache")
+
 FULL = (1.0, 1.0)  # crop scale whose boxes are the whole image (for images within the 3/4 - 4/3 aspect range)
 ORIENTATION = 0x0112  # the EXIF tag
-
-
-@pytest.fixture(autouse=True)
-def private_datasets_cache(tmp_path, monkeypatch):
-    """`load_dataset` caches what it builds; keep that out of the user's ~/.cache."""
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture(scope="module")

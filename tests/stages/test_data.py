@@ -13,13 +13,9 @@ from sklearn.datasets import load_digits
 
 from stages.data import DataConfig, DataError, load_splits
 
+pytestmark = pytest.mark.usefixtures("private_datasets_cache")
+
 SIZE = (12, 10)  # PIL order: width, height
-
-
-@pytest.fixture(autouse=True)
-def private_datasets_cache(tmp_path, monkeypatch):
-    """`load_dataset` caches what it builds; keep that out of the user's ~/.cache."""
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
 
 
 @pytest.fixture(scope="module")
