@@ -90,8 +90,7 @@ def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
     for name, dataset in ((config.train_split, train_data), (config.test_split, test_data)):
         if dataset is not None:
             check_columns(dataset, name, config)
-    if len(train_data) == 0:
-        raise DataError(f"{config.source}: split {config.train_split!r} is empty; point `source` at the images")
+    require_rows(train_data, config)
 
     # Labels first: they are cheap, and a label problem should not wait for every image to be decoded.
     class_keys, train_labels = train_classes_and_labels(train_data, config)
@@ -121,8 +120,7 @@ def open_train_rows(config: DataConfig) -> Dataset:
     splits = open_source(config.source)
     train_data = pick_split(splits, config.train_split, config)
     check_columns(train_data, config.train_split, config)
-    if len(train_data) == 0:
-        raise DataError(f"{config.source}: split {config.train_split!r} is empty; point `source` at the images")
+    require_rows(train_data, config)
     if pick_test_split(splits, config) is None:
         _, labels = train_classes_and_labels(train_data, config)
         _log_holdout(config)
@@ -136,6 +134,11 @@ def undecoded(dataset: Dataset, column: str) -> Dataset:
     if isinstance(dataset.features[column], datasets.Image):
         return dataset.cast_column(column, datasets.Image(decode=False))
     return dataset
+
+
+def require_rows(train_data: Dataset, config: DataConfig) -> None:
+    if len(train_data) == 0:
+        raise DataError(f"{config.source}: split {config.train_split!r} is empty; point `source` at the images")
 
 
 def _log_holdout(config: DataConfig) -> None:
