@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipeline.manifest import MANIFEST, read_manifest, write_manifest
 from pipeline.plan import REPORT, build_plan, select
-from pipeline.store import MANIFEST, ExperimentLocked, code_version, experiment_lock, read_manifest, write_manifest
+from pipeline.store import ExperimentLocked, code_version, experiment_lock
 
 CONFIG_DIR = DEFAULT_CONFIG.parent
 USAGE_ERRORS = (ConfigError, ExperimentLocked, ValueError, FileNotFoundError)

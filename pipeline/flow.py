@@ -33,8 +33,9 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import LaunchConfig, load_config
 from pipeline.launcher import run_in_process, run_stage
+from pipeline.manifest import is_complete, read_manifest, write_manifest
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
-from pipeline.store import code_version, device_info, experiment_lock, is_complete, read_manifest, write_manifest
+from pipeline.store import code_version, device_info, experiment_lock
 from reports import ReportSettings, build_report
 from stages.runtime import flat_config
 

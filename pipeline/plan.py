@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ExperimentConfig, stage_config
-from pipeline.store import file_sha256, fingerprint, stage_dir
+from pipeline.manifest import file_sha256, instance_name, split_instance
+from pipeline.store import fingerprint, stage_dir
 from stages.subsets import SubsetsConfig
 
 REPORT = "report"
@@ -44,7 +45,7 @@ class StageRun:
     @property
     def kind(self) -> str:
         """The stage name without the budget: "finetune[10pct]" -> "finetune"."""
-        return self.name.split("[", 1)[0]
+        return split_instance(self.name)[0]
 
     @property
     def upstream(self) -> list[str]:
@@ -70,7 +71,8 @@ def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
         subset = Input("subsets", f"{budget}.json")
         runs.append(_budget_run(cfg, "finetune", budget, {"subset": subset, "pretrain": Input("pretrain")}))
         distill = stage_config(cfg, "distill", budget)
-        teacher = {"teacher": Input(f"finetune[{budget}]")} | ({"subset": subset} if distill.alpha > 0 else {})
+        teacher = {"teacher": Input(instance_name("finetune", budget))}
+        teacher |= {"subset": subset} if distill.alpha > 0 else {}
         runs.append(_budget_run(cfg, "distill", budget, teacher))
     runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
     everything = {run.name: Input(run.name) for run in runs}
@@ -81,7 +83,7 @@ def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
 
 def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, inputs: dict[str, Input]) -> StageRun:
     module = "finetune" if kind == "baseline" else kind  # the baseline is the finetune stage without --pretrain
-    return StageRun(f"{kind}[{budget}]", module, stage_config(cfg, kind, budget), inputs)
+    return StageRun(instance_name(kind, budget), module, stage_config(cfg, kind, budget), inputs)
 
 
 def build_plan(cfg: ExperimentConfig, code_version: str) -> Plan:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reports.manifests import split_instance
+from pipeline.manifest import split_instance
 
 STAGE_ORDER = ("subsets", "pretrain", "baseline", "finetune", "distill", "evaluate", "report")
 TOTAL = "total"

@@ -3,19 +3,19 @@ code). Written as Markdown and CSV into the report directory; the label-budget r
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-MANIFEST = "manifest.json"
+from pipeline.manifest import read_manifest, split_instance
+
 METHODS = {"baseline": "supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
 COLUMNS = ["method", "budget", "num_labels", "test_top1", "test_top5", "stage_dir"]
 
 
 def read_metrics(stage_dir: Path) -> dict:
-    return json.loads((Path(stage_dir) / MANIFEST).read_text())["metrics"]
+    return read_manifest(stage_dir)["metrics"]
 
 
 def classifier_rows(stage_dirs: Mapping[str, Path]) -> pd.DataFrame:
@@ -23,10 +23,10 @@ def classifier_rows(stage_dirs: Mapping[str, Path]) -> pd.DataFrame:
     labels = read_metrics(stage_dirs["subsets"])["num_labels"] if "subsets" in stage_dirs else {}
     rows = []
     for name, stage_dir in stage_dirs.items():
-        kind, _, budget = name.partition("[")
+        kind, budget = split_instance(name)
         if kind not in METHODS:
             continue
-        metrics, budget = read_metrics(stage_dir), budget.rstrip("]")
+        metrics = read_metrics(stage_dir)
         rows.append(
             {
                 "method": METHODS[kind],

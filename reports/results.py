@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pipeline.manifest import split_instance
 from reports.evaluation_table import METHODS
-from reports.manifests import split_instance
 
 KINDS = tuple(METHODS)  # baseline, finetune, distill: the order methods are listed in
 

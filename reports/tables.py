@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.manifest import split_instance
 from reports.compute_cost import StageCost
 from reports.formatting import MISSING, budget, count, device_hours, duration, labels_needed_text, money, percent
-from reports.manifests import split_instance
 from reports.report_data import LabelBudgetReport
 from reports.results import KINDS
 

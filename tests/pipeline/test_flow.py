@@ -6,8 +6,9 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.flow import UpstreamMissing, simclrv2_pipeline
+from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from pipeline.store import code_version, read_manifest
+from pipeline.store import code_version
 
 
 def manifest_times(overrides: list[str]) -> dict[str, int]:

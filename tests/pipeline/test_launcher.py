@@ -17,8 +17,9 @@ import pytest
 import pipeline.launcher as launcher
 from pipeline.config import LaunchConfig, load_config
 from pipeline.launcher import StageFailed, launch_command, launch_env, run_launched
+from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from pipeline.store import code_version, read_manifest
+from pipeline.store import code_version
 from stages.cli import parse_stage_args
 from stages.data import DataConfig
 from stages.pretrain import EncoderConfig, PretrainConfig

@@ -12,8 +12,9 @@ from matplotlib.image import imread
 from pipeline.cli import main as simclrv2
 from pipeline.config import load_config
 from pipeline.flow import simclrv2_pipeline
+from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from pipeline.store import code_version, read_manifest
+from pipeline.store import code_version
 from reports.formatting import percent
 from tests.pipeline.conftest import TINY_RUN
 

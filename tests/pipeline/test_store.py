@@ -1,7 +1,6 @@
-"""The run store: directory names, fingerprints, code version, manifests, the per-experiment lock."""
+"""The run store: stage directories, fingerprints, code version, device info, the per-experiment lock."""
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -17,41 +16,14 @@ from pathlib import Path
 import pytest
 
 from pipeline import store
-from pipeline.store import (
-    MANIFEST,
-    ExperimentLocked,
-    code_version,
-    experiment_lock,
-    fingerprint,
-    is_complete,
-    list_artifacts,
-    missing_artifacts,
-    read_manifest,
-    stage_dir,
-    stage_dirname,
-    write_manifest,
-)
+from pipeline.store import ExperimentLocked, code_version, experiment_lock, fingerprint, stage_dir
 
 CONFIG = {"epochs": 10.0, "batch_size": 256, "data": {"source": "digits", "image_size": None}, "blur": False}
 UPSTREAM = {"pretrain": "0123456789abcdef", "subset": "ff" * 32}
 STAGES_PACKAGE = Path(store.__file__).resolve().parents[1] / "stages"
 
 
-# --- names ------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("instance", "name"),
-    [("pretrain", "pretrain"), ("finetune[10pct]", "finetune-10pct"), ("baseline[250labels]", "baseline-250labels")],
-)
-def test_stage_dirname(instance, name):
-    assert stage_dirname(instance) == name
-
-
-@pytest.mark.parametrize("instance", ["", "finetune[]", "finetune[../x]", "finetune[a/b]", "../pretrain", "Pre train"])
-def test_stage_dirname_refuses_names_that_are_not_plain_directories(instance):
-    with pytest.raises(ValueError, match="is not of the form"):
-        stage_dirname(instance)
+# --- directories ----------------------------------------------------------------------------------------------------
 
 
 def test_stage_dir_layout(tmp_path):
@@ -143,126 +115,6 @@ def test_code_version_hashes_the_stage_sources(package_copy):
 
     (package_copy / "pretrain.py").rename(package_copy / "pretrain2.py")
     assert code_version(package_copy) not in (original, changed)  # a renamed file counts too
-
-
-# --- manifests ------------------------------------------------------------------------------------------------------
-
-
-def make_stage(directory: Path) -> Path:
-    (directory / "checkpoints" / "step-5").mkdir(parents=True)
-    (directory / "checkpoints" / "step-5" / "model.bin").write_bytes(b"state")
-    (directory / "model.safetensors").write_bytes(b"weights" * 100)
-    (directory / "metrics.json").write_text('{"top1": 0.9}')
-    (directory / "logs").mkdir()
-    (directory / "logs" / "events.out").write_text("tensorboard")
-    (directory / "loss_curve.csv.partial").write_text("half")
-    (directory / ".metrics.json.abc.tmp").write_text("half")
-    return directory
-
-
-def write(directory: Path) -> dict:
-    return write_manifest(
-        directory,
-        stage="finetune[1pct]",
-        fingerprint="0123456789abcdef",
-        config={"epochs": 2.0, "data": {"source": "digits"}},
-        inputs={"pretrain": {"dir": "runs/x/pretrain/aa", "fingerprint": "aa"}},
-        metrics={"top1": 0.9},
-        wall_seconds=12.3456,
-        devices={"processes": 1, "device": "cpu"},
-        code_version="0.1.0+abc",
-    )
-
-
-def test_artifacts_are_the_outputs_only(tmp_path):
-    make_stage(tmp_path)
-    os.symlink(tmp_path / "metrics.json", tmp_path / "link.json")
-    assert list_artifacts(tmp_path) == ["logs/events.out", "metrics.json", "model.safetensors"]
-
-
-def test_manifest_records_everything_and_marks_the_stage_complete(tmp_path):
-    make_stage(tmp_path)
-    assert not is_complete(tmp_path)  # no manifest yet: unfinished
-    written = write(tmp_path)
-    manifest = read_manifest(tmp_path)
-    assert manifest == written
-    assert manifest["stage"] == "finetune[1pct]" and manifest["fingerprint"] == "0123456789abcdef"
-    assert manifest["config"]["epochs"] == 2.0 and manifest["metrics"] == {"top1": 0.9}
-    assert manifest["inputs"]["pretrain"]["fingerprint"] == "aa"
-    assert manifest["wall_seconds"] == 12.346 and manifest["devices"]["device"] == "cpu"
-    assert manifest["code_version"] == "0.1.0+abc" and manifest["created"].endswith("+00:00")
-    weights = (tmp_path / "model.safetensors").read_bytes()
-    assert manifest["artifacts"]["model.safetensors"] == {
-        "sha256": hashlib.sha256(weights).hexdigest(),
-        "bytes": len(weights),
-    }
-    assert set(manifest["artifacts"]) == {"logs/events.out", "metrics.json", "model.safetensors"}
-    assert is_complete(tmp_path) and is_complete(tmp_path, verify=True)
-    assert not list(tmp_path.glob(".manifest.json.*"))  # no temporary file left behind
-
-
-def test_a_deleted_artifact_makes_the_stage_incomplete(tmp_path):
-    write(make_stage(tmp_path))
-    (tmp_path / "model.safetensors").unlink()
-    assert not is_complete(tmp_path)
-    assert missing_artifacts(tmp_path) == ["model.safetensors (missing)"]
-
-
-def test_a_truncated_artifact_makes_the_stage_incomplete(tmp_path):
-    write(make_stage(tmp_path))
-    (tmp_path / "model.safetensors").write_bytes(b"weights")
-    assert not is_complete(tmp_path)
-    assert missing_artifacts(tmp_path) == ["model.safetensors (size 7, recorded 700)"]
-
-
-def test_same_size_change_is_found_only_when_verifying(tmp_path):
-    write(make_stage(tmp_path))
-    (tmp_path / "metrics.json").write_text('{"top1": 0.1}')  # same length
-    assert is_complete(tmp_path)  # the cheap check compares sizes
-    assert not is_complete(tmp_path, verify=True)
-    assert missing_artifacts(tmp_path, verify=True) == ["metrics.json (sha256 differs from the recorded one)"]
-
-
-def test_deleting_checkpoints_keeps_the_stage_complete(tmp_path):
-    write(make_stage(tmp_path))
-    shutil.rmtree(tmp_path / "checkpoints")
-    assert is_complete(tmp_path, verify=True)
-
-
-def test_damaged_manifest_reads_as_incomplete(tmp_path):
-    write(make_stage(tmp_path))
-    (tmp_path / MANIFEST).write_text('{"artifacts": ')
-    assert not is_complete(tmp_path)
-    with pytest.raises(ValueError, match="is damaged"):
-        read_manifest(tmp_path)
-    (tmp_path / MANIFEST).write_text("[1, 2]")
-    assert not is_complete(tmp_path)
-
-
-def test_read_manifest_of_an_unfinished_stage(tmp_path):
-    with pytest.raises(FileNotFoundError, match="has not finished"):
-        read_manifest(tmp_path)
-
-
-def test_a_failed_manifest_write_leaves_no_manifest_and_no_temporary_file(tmp_path, monkeypatch):
-    make_stage(tmp_path)
-
-    def crash(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(store.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        write(tmp_path)
-    assert not (tmp_path / MANIFEST).exists() and not is_complete(tmp_path)
-    assert not list(tmp_path.glob(".manifest.json.*"))
-
-
-def test_a_failed_rewrite_keeps_the_previous_manifest_whole(tmp_path, monkeypatch):
-    first = write(make_stage(tmp_path))
-    monkeypatch.setattr(store.os, "replace", lambda *args: (_ for _ in ()).throw(OSError("crash")))
-    with pytest.raises(OSError):
-        write(tmp_path)
-    assert read_manifest(tmp_path) == first
 
 
 def test_device_info_names_the_device():

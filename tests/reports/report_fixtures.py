@@ -31,7 +31,7 @@ SETTINGS = ReportSettings(cost_per_label=0.25, currency="EUR", device_hour_price
 
 def write_manifest(folder: Path, stage: str, metrics: dict[str, Any], devices: dict, wall_seconds: float) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"stage": stage, "metrics": metrics, "wall_seconds": wall_seconds, "devices": devices, "config": {}}
+    manifest = {"stage": stage, "metrics": metrics, "wall_seconds": wall_seconds, "devices": devices, "artifacts": {}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
