@@ -5,7 +5,7 @@ default lives in one place: the dataclass. Layout (see configs/quickstart.yaml f
 
     experiment: name              # names the run directory runs_dir/<experiment>/
     runs_dir: runs                # relative paths here and below are taken from the current directory
-    data: {...}                   # stages.data.DataConfig, shared by every stage
+    data: {...}                   # stages.data.sources.DataConfig, shared by every stage
     model: {...}                  # stages.pretrain.EncoderConfig: the SimCLRv2 encoder, also the baseline's
     budgets: [0.01, 0.1]          # label budgets: fractions in (0, 1] or label counts >= 1
     subset_seed: 0
@@ -48,13 +48,13 @@ from pydantic import (
     model_validator,
 )
 
-from stages.data import DataConfig
+from stages.data.label_subsets import budget_name, check_budget
+from stages.data.sources import DataConfig
 from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
+from stages.models.resnet import BASIC_BLOCK_DEPTHS, STAGE_BLOCKS
 from stages.pretrain import EncoderConfig, PretrainConfig
-from stages.resnet import BASIC_BLOCK_DEPTHS, STAGE_BLOCKS
-from stages.subsets import budget_name, check_budget
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 STAGE_CLASSES: dict[str, type] = {

@@ -1,8 +1,8 @@
 """Running one stage: in this process for a single process, under `accelerate launch` for several.
 
 In-process runs call `stages.<name>.run(config, inputs, out_dir)` directly. Launched runs build the stage's command
-line from its config (`stages.cli.config_to_args`), start `accelerate launch` in its own process group, hand every
-output line to a callback (the Prefect run log), and kill the whole group on failure, timeout, cancellation or
+line from its config (`stages.training.cli.config_to_args`), start `accelerate launch` in its own process group, hand
+every output line to a callback (the Prefect run log), and kill the whole group on failure, timeout, cancellation or
 interrupt, so no orphaned worker keeps a GPU.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import LaunchConfig
-from stages.cli import config_to_args
+from stages.training.cli import config_to_args
 
 log = logging.getLogger(__name__)
 KILL_GRACE_SECONDS = 10

@@ -3,12 +3,12 @@
 Nothing here imports `pipeline` or Prefect, so every stage runs alone under `python -m` or `accelerate launch`.
 """
 
-from stages.augment import CenterCrop, CropFlipAugment, SimCLRAugment
-from stages.heads import Classifier, ProjectionHead, SimCLRModel, build_classifier
-from stages.lars import LARS, lars_param_groups
+from stages.data.augment import CenterCrop, CropFlipAugment, SimCLRAugment
 from stages.losses import distillation_loss, nt_xent
-from stages.resnet import build_encoder
-from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
+from stages.models.heads import Classifier, ProjectionHead, SimCLRModel, build_classifier
+from stages.models.resnet import build_encoder
+from stages.optim.lars import LARS, lars_param_groups
+from stages.optim.schedules import scale_learning_rate, warmup_cosine_scheduler
 
 __all__ = [
     "LARS",

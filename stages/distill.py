@@ -19,7 +19,6 @@ Writes `model.safetensors` (the student classifier, loadable like a finetune out
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +27,18 @@ from typing import Literal
 import torch
 from torch import nn
 
-from stages.architecture import EncoderConfig, classifier_for
-from stages.cli import parse_stage_args, run_and_print
-from stages.data import DataConfig, ImageSplit, load_splits
-from stages.evaluate import prediction_agreement, top_k_metrics
-from stages.finetune import check_training_config, train_classifier
+from stages.data.label_subsets import load_subset
+from stages.data.sources import DataConfig, ImageSplit, load_splits
+from stages.evaluation.metrics import prediction_agreement, top_k_metrics
 from stages.losses import distillation_loss
 from stages.losses.distillation import UNLABELED
-from stages.runtime import check_batch_size, close_trackers, make_accelerator
-from stages.subsets import load_subset
-from stages.weights import WEIGHTS_FILE, check_same_classes, load_classifier, save_classifier, weights_file
+from stages.models.architecture import EncoderConfig, classifier_for
+from stages.models.weights import WEIGHTS_FILE, check_same_classes, load_classifier, save_classifier, weights_file
+from stages.training.accelerator import make_accelerator
+from stages.training.batches import check_batch_size
+from stages.training.classifier_loop import check_training_config, train_classifier
+from stages.training.cli import parse_stage_args, run_and_print
+from stages.training.finish import finish_stage
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +133,17 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "seconds_this_run": round(result.seconds, 3),
         "images_per_second": round(config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
-    if accelerator.is_main_process:
-        metrics |= top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device)
-        metrics["test_agreement_with_teacher"] = prediction_agreement(
+
+    def evaluate_and_save() -> dict:
+        save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, 0, train.class_names)
+        agreement = prediction_agreement(
             result.model, teacher_model, test, config.image_size, config.eval_batch_size, device
         )
-        save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, 0, train.class_names)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    accelerator.wait_for_everyone()
-    close_trackers(accelerator)
-    return metrics
+        return top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device) | {
+            "test_agreement_with_teacher": agreement
+        }
+
+    return finish_stage(accelerator, out_dir, metrics, evaluate_and_save)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,40 +16,28 @@ the test top-1 / top-5) to `--out`; resumable state goes to `--out/checkpoints/`
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
-from accelerate import Accelerator
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from stages.architecture import EncoderConfig, classifier_for
-from stages.augment import CropFlipAugment
-from stages.cli import parse_stage_args, run_and_print
-from stages.data import DataConfig, ImageSplit, load_splits
-from stages.evaluate import top_k_metrics
-from stages.heads import Classifier, build_classifier
-from stages.lars import LARS, lars_param_groups
-from stages.runtime import (
-    check_batch_size,
-    close_trackers,
-    global_batchnorm,
-    local_batch,
-    make_accelerator,
-    step_generator,
-)
-from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
-from stages.subsets import load_subset
-from stages.train_loop import TrainingResult, train_steps
-from stages.weights import WEIGHTS_FILE, load_pretrained, save_classifier, weights_file
+from stages.data.label_subsets import load_subset
+from stages.data.sources import DataConfig, ImageSplit, load_splits
+from stages.evaluation.metrics import top_k_metrics
+from stages.models.architecture import EncoderConfig, classifier_for
+from stages.models.heads import Classifier, build_classifier
+from stages.models.weights import WEIGHTS_FILE, load_pretrained, save_classifier, weights_file
+from stages.training.accelerator import make_accelerator
+from stages.training.batches import check_batch_size
+from stages.training.classifier_loop import check_training_config, train_classifier
+from stages.training.cli import parse_stage_args, run_and_print
+from stages.training.finish import finish_stage
 
 log = logging.getLogger(__name__)
-OPTIMIZERS = ("lars", "sgd")
 
 
 @dataclass(frozen=True)
@@ -77,95 +65,6 @@ class FinetuneConfig:
         check_training_config(self)
         if self.proj_selector < 0:
             raise ValueError(f"proj_selector must be >= 0 (0 = no head layers), got {self.proj_selector!r}")
-
-
-class TrainingConfig(Protocol):
-    """The fields the shared classifier training loop reads (FinetuneConfig and DistillConfig have them)."""
-
-    image_size: int
-    batch_size: int
-    epochs: float
-    base_lr: float
-    lr_scaling: str
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    warmup_epochs: float
-    seed: int
-    checkpoint_every: int
-    log_every: int
-    tensorboard: bool
-
-
-def check_training_config(config: TrainingConfig) -> None:
-    if not config.epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {config.epochs!r}")
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
-    if config.checkpoint_every < 1 or config.log_every < 1:
-        raise ValueError(
-            f"checkpoint_every and log_every must be >= 1, got {config.checkpoint_every!r}, {config.log_every!r}"
-        )
-
-
-# --- the classifier training loop (shared with distill) ------------------------------------------------------------
-
-
-def classifier_param_groups(model: Classifier, weight_decay: float) -> list[dict]:
-    """LARS groups as in pretraining, except that the linear classifier's weight gets weight decay but no trust
-    scaling, as the reference excludes `head_supervised` from layer adaptation: trust scaling would limit each step
-    to about 0.001 * |w|, which keeps a zero-initialised classifier near zero."""
-    classifier_weight = model.fc.weight
-    groups = lars_param_groups(model, weight_decay)
-    groups[0]["params"] = [p for p in groups[0]["params"] if p is not classifier_weight]
-    groups.append({"params": [classifier_weight], "weight_decay": weight_decay, "lars_adapt": False})
-    return groups
-
-
-def make_optimizer(model: Classifier, config: TrainingConfig, lr: float) -> torch.optim.Optimizer:
-    groups = classifier_param_groups(model, config.weight_decay)
-    if config.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=config.momentum)
-    # The reference's "momentum" optimizer: Nesterov SGD; the same groups keep BN and biases undecayed.
-    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
-
-
-LossOf = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, views, batch rows) -> loss
-
-
-def train_classifier(
-    accelerator: Accelerator,
-    model: Classifier,
-    images: torch.Tensor,
-    loss_of: LossOf,
-    config: TrainingConfig,
-    out_dir: Path,
-    tracker: str,
-) -> TrainingResult:
-    """Train `model` on crop + flip views of `images` (uint8 on the device) with the per-step cosine schedule, the
-    resumable checkpoints and the NaN guard of every stage. `loss_of` gets the row indices of the batch so that it
-    can look up labels or anything else per example."""
-    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    model = global_batchnorm(model, accelerator)
-    optimizer = make_optimizer(model, config, scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling))
-    steps_per_epoch = len(images) // config.batch_size
-    total_steps = max(1, round(config.epochs * steps_per_epoch))
-    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
-    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
-    augment = CropFlipAugment(config.image_size)
-
-    def loss_at(model: nn.Module, step: int) -> torch.Tensor:
-        rows = local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)
-        views = augment(images[rows], step_generator(config.seed, step, rank, world, config.batch_size, device))
-        with accelerator.autocast():
-            return loss_of(model, views, rows)
-
-    return train_steps(
-        accelerator, model, optimizer, scheduler, total_steps, loss_at, config, out_dir, tracker, asdict(config)
-    )
-
-
-# --- the stage -----------------------------------------------------------------------------------------------------
 
 
 def build_finetune_model(
@@ -225,13 +124,12 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "seconds_this_run": round(result.seconds, 3),
         "images_per_second": round(config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
-    if accelerator.is_main_process:
-        metrics |= top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device)
+
+    def evaluate_and_save() -> dict:
         save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, proj_selector, train.class_names)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    accelerator.wait_for_everyone()
-    close_trackers(accelerator)
-    return metrics
+        return top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device)
+
+    return finish_stage(accelerator, out_dir, metrics, evaluate_and_save)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,14 +3,13 @@
     python -m stages.pretrain --out runs/pretrain --epochs 20
     accelerate launch --num_processes 8 -m stages.pretrain --out runs/pretrain --data.source imagefolder:/data/train
 
-Writes `model.safetensors` (encoder + projection head, architecture in the metadata: see stages/weights.py),
+Writes `model.safetensors` (encoder + projection head, architecture in the metadata: see stages/models/weights.py),
 `loss_curve.csv` and `metrics.json` to `--out`; resumable state goes to `--out/checkpoints/` and a rerun continues
 from it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,23 +18,21 @@ from typing import Literal
 import torch
 from torch import nn
 
-from stages.architecture import EncoderConfig, build_pretrain_model
-from stages.augment import SimCLRAugment
-from stages.cli import parse_stage_args, run_and_print
-from stages.crop_loader import CropBatches
-from stages.data import DataConfig, load_splits, open_train_rows
-from stages.lars import LARS, lars_param_groups
+from stages.data.augment import SimCLRAugment
+from stages.data.crop_loader import CropBatches
+from stages.data.sources import DataConfig, load_splits, open_train_rows
+from stages.data.views import InMemoryViews, PairedViews, StreamedViews
 from stages.losses import nt_xent
-from stages.runtime import (
-    check_batch_size,
-    close_trackers,
-    global_batchnorm,
-    make_accelerator,
-)
-from stages.schedules import scale_learning_rate, warmup_cosine_scheduler
-from stages.train_loop import train_steps
-from stages.views import InMemoryViews, PairedViews, StreamedViews
-from stages.weights import WEIGHTS_FILE, save_pretrained
+from stages.models.architecture import EncoderConfig, build_pretrain_model
+from stages.models.weights import WEIGHTS_FILE, save_pretrained
+from stages.optim.lars import LARS, lars_param_groups
+from stages.optim.schedules import scale_learning_rate, warmup_cosine_scheduler
+from stages.training.accelerator import make_accelerator
+from stages.training.batches import check_batch_size
+from stages.training.cli import parse_stage_args, run_and_print
+from stages.training.finish import finish_stage
+from stages.training.global_batchnorm import global_batchnorm
+from stages.training.loop import train_steps
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +113,9 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
         "seconds_this_run": round(result.seconds, 3),
         "views_per_second": round(2 * config.batch_size * result.steps_this_run / max(result.seconds, 1e-9), 2),
     }
-    if accelerator.is_main_process:
-        save_pretrained(result.model, out_dir / WEIGHTS_FILE, config.model)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    accelerator.wait_for_everyone()
-    close_trackers(accelerator)
-    return metrics
+    return finish_stage(
+        accelerator, out_dir, metrics, lambda: save_pretrained(result.model, out_dir / WEIGHTS_FILE, config.model)
+    )
 
 
 def pretraining_views(config: PretrainConfig, rank: int, world: int, device: torch.device) -> PairedViews:

@@ -18,7 +18,7 @@ from pipeline.config import (
     stage_config,
     validate_config,
 )
-from stages.data import DataConfig
+from stages.data.sources import DataConfig
 from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig

@@ -6,11 +6,11 @@ import datasets
 import pytest
 import torch
 
-from stages.architecture import EncoderConfig
-from stages.data import DataConfig, load_splits
+from stages.data.label_subsets import save_subset, select_subsets
+from stages.data.sources import DataConfig, load_splits
+from stages.models.architecture import EncoderConfig
 from stages.pretrain import PretrainConfig
 from stages.pretrain import run as run_pretrain
-from stages.subsets import save_subset, select_subsets
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import load_file
 
 import stages.distill as distill
-from stages.architecture import EncoderConfig, build_pretrain_model
 from stages.distill import DistillConfig, subset_labels
-from stages.evaluate import predictions
+from stages.evaluation.metrics import predictions
 from stages.finetune import FinetuneConfig
 from stages.finetune import run as run_finetune
-from stages.runtime import NonFiniteLossError
-from stages.weights import load_classifier, save_pretrained
+from stages.models.architecture import EncoderConfig, build_pretrain_model
+from stages.models.weights import load_classifier, save_pretrained
+from stages.training.loop import NonFiniteLossError
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]

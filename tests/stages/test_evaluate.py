@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 import stages.evaluate as evaluate
-from stages.architecture import EncoderConfig, classifier_for
-from stages.data import ImageSplit
-from stages.evaluate import EvaluateConfig, knn_accuracy, knn_vote_accuracy, linear_probe, top_k_accuracy
-from stages.resnet import build_encoder
-from stages.weights import save_classifier
+from stages.data.sources import ImageSplit
+from stages.evaluate import EvaluateConfig
+from stages.evaluation.feature_quality import knn_accuracy, knn_vote_accuracy, linear_probe
+from stages.evaluation.metrics import top_k_accuracy
+from stages.models.architecture import EncoderConfig, classifier_for
+from stages.models.resnet import build_encoder
+from stages.models.weights import save_classifier
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]

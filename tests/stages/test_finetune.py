@@ -16,11 +16,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import stages.finetune as finetune
-from stages.architecture import EncoderConfig
-from stages.evaluate import top_k_accuracy
-from stages.finetune import FinetuneConfig, build_finetune_model, classifier_param_groups
-from stages.runtime import NonFiniteLossError, latest_checkpoint
-from stages.weights import load_classifier
+from stages.evaluation.metrics import top_k_accuracy
+from stages.finetune import FinetuneConfig, build_finetune_model
+from stages.models.architecture import EncoderConfig
+from stages.models.weights import load_classifier
+from stages.optim.classifier import classifier_param_groups
+from stages.training.checkpoints import latest_checkpoint
+from stages.training.loop import NonFiniteLossError
 
 TINY = EncoderConfig(depth=18, width=0.125)
 ROOT = Path(__file__).resolve().parents[2]

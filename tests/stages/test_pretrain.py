@@ -17,11 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import stages.pretrain as pretrain
-from stages import resnet
-from stages.architecture import EncoderConfig
-from stages.checkpointing import checkpointed
+from stages.models import resnet
+from stages.models.activation_checkpointing import checkpointed
+from stages.models.architecture import EncoderConfig
 from stages.pretrain import PretrainConfig
-from stages.runtime import NonFiniteLossError, latest_checkpoint
+from stages.training.checkpoints import latest_checkpoint
+from stages.training.loop import NonFiniteLossError
 
 TINY = ["--model.depth", "18", "--model.width", "0.125", "--image-size", "16", "--batch-size", "64"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +203,7 @@ def test_streamed_pretraining_writes_its_outputs_and_resumes_like_an_uninterrupt
     (tmp_path / "model.safetensors").unlink()
 
     # Another number of loader workers: they only decide who decodes, not what.
-    with caplog.at_level(logging.INFO, logger="stages.runtime"):
+    with caplog.at_level(logging.INFO, logger="stages.training.checkpoints"):
         again = pretrain.run(replace(config, loader_workers=1), None, tmp_path)
     assert "step-00000002 at step 2" in caplog.text
     assert (tmp_path / "loss_curve.csv").read_text() == curve
@@ -248,7 +249,7 @@ def test_resuming_with_other_workers_or_checkpointing_is_allowed_but_not_another
     shutil.rmtree(latest_checkpoint(tmp_path))  # step 1 is left to resume from
 
     changed = replace(config, loader_workers=2, activation_checkpointing=True)
-    with caplog.at_level(logging.INFO, logger="stages.runtime"):
+    with caplog.at_level(logging.INFO, logger="stages.training.checkpoints"):
         pretrain.run(changed, None, tmp_path)
     assert "step-00000001 at step 1" in caplog.text
     assert latest_checkpoint(tmp_path).name == "step-00000002"

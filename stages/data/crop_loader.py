@@ -1,0 +1,195 @@
+"""The streaming data path of pretraining, for datasets that do not fit in memory: CPU workers decode each image and
+cut its two random crops, resized to the view size, into uint8; the rest of the augmentation (flip, colour,
+grayscale, blur) runs per sample on the device (`SimCLRAugment.from_crops`).
+
+Item `step` of `CropBatches` is this process's share of the global batch at that step: `2B x 3 x S x S` uint8, all
+first views then all second views. The rows come from `local_batch` and the crop boxes from `step_generator`
+(a stream of its own), so, as on the in-memory path, a resumed run and a run on N processes see the same crops.
+Workers decode only what the crops need: JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
+leaves both crops at least `S` pixels wide (PIL's `draft`), which makes decoding several times cheaper for large
+images. Batches come from a `DataLoader` with `batch_size=None` (a worker builds a whole step), pinned for the copy.
+Its workers start from a forkserver, so a script that pretrains with them must guard its entry point with
+`if __name__ == "__main__":` (Python's rule for forkserver and spawn; the stage commands and `simclrv2` do).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import multiprocessing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from stages.data.augment import crop_boxes
+from stages.data.sources import DataConfig, DataError, path_of, to_rgb
+from stages.training.batches import local_batch, step_generator
+
+log = logging.getLogger(__name__)
+
+CROP_STREAM = 1  # step_generator stream of the workers' crop boxes (0 is the device's flips and colours)
+SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees: width and height swap
+MAX_REPLACEMENTS = 100  # consecutive unreadable rows skipped before giving up
+PREFETCH = 4  # steps each worker prepares ahead
+
+
+class CropBatches(torch.utils.data.Dataset):
+    """One training step per item: the decoded, cropped and resized uint8 views of this process's rows."""
+
+    def __init__(
+        self,
+        rows: Dataset,
+        data: DataConfig,
+        size: int,
+        global_batch: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+    ) -> None:
+        self.rows, self.data, self.size = rows, data, size
+        self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
+        self.crop_scale = crop_scale
+
+    def __getitem__(self, step: int) -> tuple[int, torch.Tensor]:
+        indices = local_batch(len(self.rows), self.global_batch, step, self.seed, self.rank, self.world).tolist()
+        opened = [self._open(row) for row in indices]  # per slot: (rows skipped to reach a readable one, image)
+        oriented = torch.tensor([oriented_size(image) for _, image in opened], dtype=torch.float64)  # B x (w, h)
+        boxes = self._boxes(step, oriented)
+        crops = np.empty((2, len(opened), self.size, self.size, 3), dtype=np.uint8)
+        for i, row in enumerate(indices):
+            while True:
+                skipped, image = opened[i]
+                try:
+                    crops[0, i], crops[1, i] = cut_crops(image, [boxes[0][i].tolist(), boxes[1][i].tolist()], self.size)
+                    break
+                except Exception as error:  # a header that parses but data that does not decode (e.g. truncated)
+                    self._unreadable((row + skipped) % len(self.rows), error)
+                    opened[i] = self._open(row, skipped + 1)
+                    # A box's draws do not depend on the sizes: redrawn, the other rows' boxes stay the same.
+                    oriented[i] = torch.tensor(oriented_size(opened[i][1]), dtype=torch.float64)
+                    boxes = self._boxes(step, oriented)
+        # NHWC memory seen as NCHW: a channels_last batch, which is what the model consumes.
+        return step, torch.from_numpy(crops).flatten(0, 1).permute(0, 3, 1, 2)
+
+    def _boxes(self, step: int, oriented: torch.Tensor) -> list[torch.Tensor]:
+        """Both views' crop boxes for images of these (width, height): first every view-1 box, then every view-2
+        box (the draw order of the in-memory path), from the step's own stream."""
+        generator = step_generator(
+            self.seed, step, self.rank, self.world, self.global_batch, torch.device("cpu"), CROP_STREAM
+        )
+        return [crop_boxes(oriented[:, 1], oriented[:, 0], generator, self.crop_scale) for _ in range(2)]
+
+    def _open(self, row: int, first_attempt: int = 0) -> tuple[int, PIL.Image.Image]:
+        """The image of `row`, opened lazily (header only), and how many rows were skipped to reach it: an
+        unreadable one is named, or skipped for the next."""
+        for attempt in range(first_attempt, MAX_REPLACEMENTS):
+            candidate = (row + attempt) % len(self.rows)
+            try:
+                image = open_image(self.rows[candidate][self.data.image_column])
+                image.size  # noqa: B018 - the header is parsed here, so a broken file fails here
+                return attempt, image
+            except Exception as error:
+                self._unreadable(candidate, error)
+        raise DataError(f"{self.data.source}: {MAX_REPLACEMENTS} consecutive images from row {row} are unreadable")
+
+    def _unreadable(self, row: int, error: Exception) -> None:
+        """Name the unreadable image of `row`, or, with `skip_bad_images`, warn and return to skip it."""
+        value = self.rows[row][self.data.image_column]
+        where = f"row {row} of split {self.data.train_split!r} ({path_of(value) or 'embedded'})"
+        if not self.data.skip_bad_images:
+            raise DataError(
+                f"{self.data.source}: cannot read the image at {where}: {type(error).__name__}: {error}. "
+                "Fix or remove the file, or set `skip_bad_images: true` to skip unreadable images."
+            ) from None
+        log.warning("skipping unreadable image %s: %s", where, error)
+
+
+def open_image(value: Any) -> PIL.Image.Image:
+    """A PIL image from a `datasets` image value (`{"bytes", "path"}`, a path, or a PIL image), not yet decoded."""
+    if isinstance(value, PIL.Image.Image):
+        return value
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return PIL.Image.open(io.BytesIO(value["bytes"]))
+    path = path_of(value)
+    if path is None:
+        raise ValueError(f"not an image value: {type(value).__name__}")
+    return PIL.Image.open(path)
+
+
+def oriented_size(image: PIL.Image.Image) -> tuple[int, int]:
+    """(width, height) as displayed, after the EXIF orientation is applied."""
+    width, height = image.size
+    return (height, width) if _orientation(image) in SWAPPED_ORIENTATIONS else (width, height)
+
+
+def _orientation(image: PIL.Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # a malformed EXIF block: display as stored
+        return 1
+
+
+def cut_crops(image: PIL.Image.Image, boxes: list[list[float]], size: int) -> list[np.ndarray]:
+    """Decode `image` at the coarsest scale that keeps every box at least `size` pixels, apply its EXIF
+    orientation, and resize each (x0, y0, w, h) box, given in oriented full-size pixels, to `size x size` RGB."""
+    full_width, full_height = oriented_size(image)
+    smallest_side = min(min(w, h) for _, _, w, h in boxes)
+    reduce = max(1.0, smallest_side / size)  # decoding may shrink the image this much and lose nothing
+    if image.format == "JPEG" and reduce >= 2:
+        stored_width, stored_height = image.size
+        image.draft("RGB", (math.ceil(stored_width / reduce), math.ceil(stored_height / reduce)))
+    decoded = to_rgb(PIL.ImageOps.exif_transpose(image))
+    scale_x, scale_y = decoded.width / full_width, decoded.height / full_height
+    crops = []
+    for x0, y0, w, h in boxes:
+        box = (x0 * scale_x, y0 * scale_y, (x0 + w) * scale_x, (y0 + h) * scale_y)
+        crops.append(np.asarray(decoded.resize((size, size), PIL.Image.Resampling.BICUBIC, box=box)))
+    return crops
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process that has this module (torch, PIL, datasets) imported: fast to
+    start, and free of the threads and handlers of the process that trains (forked from a process that Prefect had
+    run in, workers died at shutdown with exit code 1)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # takes effect when the server starts, i.e. at the first loader
+    return context
+
+
+@dataclass
+class CropStream:
+    """`stream(step)`: the crops of `step` on `device`, from a worker pool that works ahead. The pool starts at the
+    first step asked for (the resumed step) and steps must then be asked for in order."""
+
+    batches: CropBatches
+    total_steps: int
+    workers: int
+    device: torch.device
+    prefetch: int = PREFETCH
+    _iterator: Iterator[tuple[int, torch.Tensor]] | None = None
+
+    def __call__(self, step: int) -> torch.Tensor:
+        if self._iterator is None:
+            loader = DataLoader(
+                self.batches,
+                batch_size=None,  # an item is already a whole step
+                sampler=range(step, self.total_steps),
+                num_workers=self.workers,
+                prefetch_factor=self.prefetch if self.workers else None,
+                pin_memory=self.device.type == "cuda",
+                multiprocessing_context=worker_context() if self.workers else None,
+            )
+            self._iterator = iter(loader)
+        loaded_step, crops = next(self._iterator)
+        if loaded_step != step:
+            raise RuntimeError(f"the crop loader produced step {loaded_step} where step {step} was expected")
+        return crops.to(self.device, non_blocking=True)  # from pinned memory: the host does not wait

@@ -1,0 +1,98 @@
+"""How good frozen features are: a linear probe (logistic regression on standardized features) and a cosine kNN
+classifier, both fitted on training features and scored on test features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from stages.data.sources import ImageSplit
+from stages.evaluation.metrics import extract_features
+
+KNN_CHUNK = 256  # test rows per similarity matrix: bounds memory at KNN_CHUNK x num_train
+
+
+def probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    c: float = 1.0,
+    max_iter: int = 1000,
+) -> float:
+    """Logistic regression on standardized features: fit on train, accuracy on test."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
+    probe.fit(train_features.numpy(), train_labels.numpy())
+    return float(probe.score(test_features.numpy(), test_labels.numpy()))
+
+
+def knn_vote_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Cosine kNN: each test row takes the class with the largest sum of exp(similarity / temperature) over its k
+    most similar training rows (the weighted vote of Wu et al. 2018, used as SimCLR/MoCo's kNN monitor)."""
+    train_features, test_features = F.normalize(train_features, dim=1), F.normalize(test_features, dim=1)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, len(train_features))
+    correct = 0
+    for start in range(0, len(test_features), KNN_CHUNK):
+        similarity = test_features[start : start + KNN_CHUNK] @ train_features.T
+        nearest_similarity, nearest = similarity.topk(k, dim=1)
+        votes = torch.zeros(len(similarity), num_classes, dtype=similarity.dtype, device=similarity.device)
+        votes.scatter_add_(1, train_labels[nearest], (nearest_similarity / temperature).exp())
+        correct += int((votes.argmax(dim=1) == test_labels[start : start + KNN_CHUNK]).sum())
+    return correct / len(test_features)
+
+
+def split_features(
+    encoder: nn.Module,
+    train: ImageSplit,
+    test: ImageSplit,
+    image_size: int,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train features, test features) of a frozen encoder, on the CPU."""
+    return (
+        extract_features(encoder, train, image_size, batch_size, device),
+        extract_features(encoder, test, image_size, batch_size, device),
+    )
+
+
+def linear_probe(
+    encoder: nn.Module,
+    train: ImageSplit,
+    test: ImageSplit,
+    image_size: int,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    c: float = 1.0,
+    max_iter: int = 1000,
+) -> float:
+    """Test accuracy of a logistic regression on the frozen encoder's features."""
+    train_features, test_features = split_features(encoder, train, test, image_size, batch_size, device)
+    return probe_accuracy(train_features, train.labels, test_features, test.labels, c, max_iter)
+
+
+def knn_accuracy(
+    encoder: nn.Module,
+    train: ImageSplit,
+    test: ImageSplit,
+    image_size: int,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
+    """Test accuracy of cosine kNN on the frozen encoder's features."""
+    train_features, test_features = split_features(encoder, train, test, image_size, batch_size, device)
+    return knn_vote_accuracy(train_features, train.labels, test_features, test.labels, k, temperature)

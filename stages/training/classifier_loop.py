@@ -1,0 +1,87 @@
+"""Training a classifier on crop + flip views of in-memory images: what fine-tuning, the supervised baseline and
+distillation share. Each supplies only its loss; batches, augmentation, optimiser, schedule, resume and the NaN guard
+are the same."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from stages.data.augment import CropFlipAugment
+from stages.models.heads import Classifier
+from stages.optim.classifier import OPTIMIZERS, make_optimizer
+from stages.optim.schedules import scale_learning_rate, warmup_cosine_scheduler
+from stages.training.batches import local_batch, step_generator
+from stages.training.global_batchnorm import global_batchnorm
+from stages.training.loop import TrainingResult, train_steps
+
+
+class TrainingConfig(Protocol):
+    """The fields the shared classifier training loop reads (FinetuneConfig and DistillConfig have them)."""
+
+    image_size: int
+    batch_size: int
+    epochs: float
+    base_lr: float
+    lr_scaling: str
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    warmup_epochs: float
+    seed: int
+    checkpoint_every: int
+    log_every: int
+    tensorboard: bool
+
+
+def check_training_config(config: TrainingConfig) -> None:
+    if not config.epochs > 0:
+        raise ValueError(f"epochs must be > 0, got {config.epochs!r}")
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
+    if config.checkpoint_every < 1 or config.log_every < 1:
+        raise ValueError(
+            f"checkpoint_every and log_every must be >= 1, got {config.checkpoint_every!r}, {config.log_every!r}"
+        )
+
+
+LossOf = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, views, batch rows) -> loss
+
+
+def train_classifier(
+    accelerator: Accelerator,
+    model: Classifier,
+    images: torch.Tensor,
+    loss_of: LossOf,
+    config: TrainingConfig,
+    out_dir: Path,
+    tracker: str,
+) -> TrainingResult:
+    """Train `model` on crop + flip views of `images` (uint8 on the device) with the per-step cosine schedule, the
+    resumable checkpoints and the NaN guard of every stage. `loss_of` gets the row indices of the batch so that it
+    can look up labels or anything else per example."""
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    model = global_batchnorm(model, accelerator)
+    lr = scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling)
+    optimizer = make_optimizer(model, config.optimizer, lr, config.momentum, config.weight_decay)
+    steps_per_epoch = len(images) // config.batch_size
+    total_steps = max(1, round(config.epochs * steps_per_epoch))
+    warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
+    augment = CropFlipAugment(config.image_size)
+
+    def loss_at(model: nn.Module, step: int) -> torch.Tensor:
+        rows = local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)
+        views = augment(images[rows], step_generator(config.seed, step, rank, world, config.batch_size, device))
+        with accelerator.autocast():
+            return loss_of(model, views, rows)
+
+    return train_steps(
+        accelerator, model, optimizer, scheduler, total_steps, loss_at, config, out_dir, tracker, asdict(config)
+    )

@@ -1,0 +1,28 @@
+"""The end of every stage: test metrics and weights on the main process, `metrics.json`, then every process waits
+for it and closes its trackers, so no process leaves while the outputs are half written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from stages.training.accelerator import close_trackers
+
+METRICS_FILE = "metrics.json"
+
+
+def finish_stage(
+    accelerator: Accelerator, out_dir: Path, metrics: dict, on_main_process: Callable[[], dict | None] = lambda: None
+) -> dict:
+    """Run `on_main_process` (evaluate, save the weights; it may return more metrics) on the main process only, write
+    `out_dir/metrics.json` there, then synchronise every process and close the trackers. Returns the metrics."""
+    if accelerator.is_main_process:
+        metrics |= on_main_process() or {}
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    accelerator.wait_for_everyone()
+    close_trackers(accelerator)
+    return metrics
