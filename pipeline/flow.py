@@ -37,7 +37,7 @@ from pipeline.manifest import is_complete, read_manifest, write_manifest
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
 from pipeline.store import code_version, device_info, experiment_lock
 from reports import ReportSettings, build_report
-from stages.runtime import flat_config
+from stages.training.checkpoints import flat_config
 
 FLOW_NAME = "simclrv2-pipeline"
 REPORT_MARKDOWN, REPORT_HTML = "report.md", "report.html"

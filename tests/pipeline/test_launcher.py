@@ -20,9 +20,9 @@ from pipeline.launcher import StageFailed, launch_command, launch_env, run_launc
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
 from pipeline.store import code_version
-from stages.cli import parse_stage_args
-from stages.data import DataConfig
+from stages.data.sources import DataConfig
 from stages.pretrain import EncoderConfig, PretrainConfig
+from stages.training.cli import parse_stage_args
 
 # A child that starts a grandchild (output to /dev/null, so that a surviving grandchild cannot hold the pipe open and
 # hang the test), writes "<child pid> <grandchild pid>" to a file once the grandchild is set up, says "ready", sleeps.
