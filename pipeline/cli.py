@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
 from pipeline.manifest import MANIFEST, read_manifest, write_manifest
 from pipeline.plan import REPORT, build_plan, select
-from pipeline.store import ExperimentLocked, code_version, experiment_lock
+from pipeline.store import ExperimentLocked, experiment_lock
 
 CONFIG_DIR = DEFAULT_CONFIG.parent
 USAGE_ERRORS = (ConfigError, ExperimentLocked, ValueError, FileNotFoundError)
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_run_request(args: argparse.Namespace) -> None:
     """Everything that can be checked before Prefect starts, so that mistakes are one line, not a failed flow."""
     cfg = load_config(args.config, args.overrides)
-    plan = build_plan(cfg, code_version())
+    plan = build_plan(cfg)
     select(plan, args.only)
     select(plan, args.force)
     with experiment_lock(cfg.runs_dir, cfg.experiment, timeout=args.wait):

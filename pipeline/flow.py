@@ -35,7 +35,7 @@ from pipeline.config import LaunchConfig, load_config
 from pipeline.launcher import run_in_process, run_stage
 from pipeline.manifest import is_complete, read_manifest, write_manifest
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
-from pipeline.store import code_version, device_info, experiment_lock
+from pipeline.store import device_info, experiment_lock
 from reports import ReportSettings, build_report
 from stages.training.checkpoints import flat_config
 
@@ -74,8 +74,7 @@ def simclrv2_pipeline(
     force: rerun these stages and everything downstream of them, even if finished.
     wait_for_lock: seconds to wait when another run of the same experiment holds it (0: stop at once)."""
     cfg = load_config(config, overrides or [])
-    code = code_version()
-    plan = build_plan(cfg, code)
+    plan = build_plan(cfg)
     targets = select(plan, parse_names(only)) if only else set(plan)
     forced = downstream(plan, select(plan, parse_names(force))) & targets if force else set()
     logger = get_run_logger()
@@ -89,7 +88,7 @@ def simclrv2_pipeline(
             if name in targets:
                 waits = [futures[u] for u in run.upstream if u in futures]
                 futures[name] = stage_task.with_options(task_run_name=name).submit(
-                    plan, name, cfg.launch, code, wait_for=waits
+                    plan, name, cfg.launch, wait_for=waits
                 )
         for future in futures.values():
             future.result()  # raises the first failure
@@ -110,7 +109,7 @@ def check_upstream(plan: Plan, targets: set[str], forced: set[str]) -> None:
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def stage_task(plan: Plan, name: str, launch: LaunchConfig, code: str) -> dict:
+def stage_task(plan: Plan, name: str, launch: LaunchConfig) -> dict:
     """Run one stage instance unless the store holds it; write its manifest; publish its metrics."""
     run, logger = plan[name], get_run_logger()
     if is_complete(run.out_dir):
@@ -136,7 +135,7 @@ def stage_task(plan: Plan, name: str, launch: LaunchConfig, code: str) -> dict:
         metrics=metrics,
         wall_seconds=wall,
         devices=devices,
-        code_version=code,
+        code_version=run.code_version,
     )
     create_table_artifact(
         [{"metric": key, "value": value} for key, value in flat_config(metrics).items()],

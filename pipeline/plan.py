@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.code_version import code_version
 from pipeline.config import ExperimentConfig, stage_config
 from pipeline.manifest import file_sha256, instance_name, split_instance
 from pipeline.store import fingerprint, stage_dir
 from stages.subsets import SubsetsConfig
+from stages.training.checkpoints import RESUMABLE_CHANGES
 
 REPORT = "report"
 
@@ -41,6 +43,7 @@ class StageRun:
     inputs: dict[str, Input] = field(default_factory=dict)
     fingerprint: str = ""
     out_dir: Path = Path()
+    code_version: str = ""  # of the code this instance runs
 
     @property
     def kind(self) -> str:
@@ -86,18 +89,30 @@ def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, inputs: dict[str,
     return StageRun(instance_name(kind, budget), module, stage_config(cfg, kind, budget), inputs)
 
 
-def build_plan(cfg: ExperimentConfig, code_version: str) -> Plan:
-    """Fingerprint every instance (upstream first) and place it under `runs_dir/<experiment>/`."""
+def build_plan(cfg: ExperimentConfig, code: str | None = None) -> Plan:
+    """Fingerprint every instance (upstream first) and place it under `runs_dir/<experiment>/`. Each instance's
+    code version covers the code it runs (pipeline/code_version.py); `code` pins one version for all of them."""
     plan: Plan = {}
+    versions: dict[str, str] = {}
     for run in stage_runs(cfg):
         upstream = {name: plan[i.run].fingerprint for name, i in run.inputs.items()}
         if run.name == "subsets":  # user-supplied lists: their content, not their path, decides the subsets
             upstream = {f"list:{name}": file_sha256(path) for name, path in run.config.user_lists.items()}
-        config = dataclasses.asdict(run.config) if dataclasses.is_dataclass(run.config) else run.config
-        key = fingerprint(config, upstream, code_version)
+        entry = "reports" if run.module == REPORT else f"stages.{run.module}"
+        version = code or versions.setdefault(entry, code_version(entry))
+        key = fingerprint(result_settings(run.config), upstream, version)
         out_dir = stage_dir(cfg.runs_dir, cfg.experiment, run.name, key)
-        plan[run.name] = dataclasses.replace(run, fingerprint=key, out_dir=out_dir)
+        plan[run.name] = dataclasses.replace(run, fingerprint=key, out_dir=out_dir, code_version=version)
     return plan
+
+
+def result_settings(config: Any) -> Any:
+    """The config without the settings that change only speed, memory, logging or tracking (the ones a checkpoint
+    may also be resumed under): changing those reuses finished results instead of rerunning them."""
+    values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    if not isinstance(values, dict):
+        return values
+    return {key: result_settings(value) for key, value in values.items() if key not in RESUMABLE_CHANGES}
 
 
 def input_paths(plan: Plan, run: StageRun) -> dict[str, Path]:

@@ -1,7 +1,8 @@
 """The run store: every stage instance writes to `runs/<experiment>/<stage>/<fingerprint>/`.
 
-- The fingerprint hashes the stage's own config, the fingerprints of what it reads (upstream stages, subset files)
-  and the code version, so a changed setting or changed code lands in a new directory and nothing is overwritten.
+- The fingerprint hashes the settings of the stage that decide its result (pipeline/plan.py), the fingerprints of
+  what it reads (upstream stages, subset files) and the version of the code it runs (pipeline/code_version.py), so
+  a changed setting or changed code lands in a new directory and nothing is overwritten.
 - What a finished stage directory holds, and when it counts as finished, is its manifest (pipeline/manifest.py).
 - One run of an experiment at a time: `experiment_lock` holds an `fcntl.flock` on `runs/<experiment>/.lock`, which
   the kernel releases if the holder dies. Linux and local disks; a lock on NFS is only as good as its flock support.
@@ -13,7 +14,6 @@ import contextlib
 import datetime
 import fcntl
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
@@ -26,9 +26,7 @@ from typing import Any
 from pipeline.manifest import canonical_json, stage_dirname
 
 LOCK_FILE = ".lock"
-DISTRIBUTION = "simclrv2-pipeline"
 FINGERPRINT_CHARS = 16
-STAGES_DIR = Path(__file__).resolve().parent.parent / "stages"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -53,27 +51,6 @@ def fingerprint(stage_config: Mapping[str, Any] | Any, upstream: Mapping[str, st
     (name -> fingerprint or checksum) and the code version."""
     payload = {"config": stage_config, "upstream": dict(upstream), "code": code_version}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:FINGERPRINT_CHARS]
-
-
-def code_version(package_dir: Path | str = STAGES_DIR) -> str:
-    """`<distribution version>+<12 hex digits>`: a hash of every `*.py` file of the `stages` package (relative path
-    and content, sorted). Needs no git; a changed stage file changes every fingerprint computed with it."""
-    package_dir = Path(package_dir)
-    digest = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        content = path.read_bytes()
-        digest.update(f"{path.relative_to(package_dir).as_posix()}\0{len(content)}\0".encode())
-        digest.update(content)
-    return f"{_distribution_version()}+{digest.hexdigest()[:12]}"
-
-
-def _distribution_version() -> str:
-    try:
-        return importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"  # running from a checkout that was never installed
 
 
 def device_info(processes: int = 1, machines: int = 1, use_cpu: bool = False) -> dict:

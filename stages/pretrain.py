@@ -22,7 +22,7 @@ from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches
 from stages.data.sources import DataConfig, load_splits, open_train_rows
 from stages.data.views import InMemoryViews, PairedViews, StreamedViews
-from stages.losses import nt_xent
+from stages.losses.nt_xent import nt_xent
 from stages.models.architecture import EncoderConfig, build_pretrain_model
 from stages.models.weights import WEIGHTS_FILE, save_pretrained
 from stages.optim.lars import LARS, lars_param_groups

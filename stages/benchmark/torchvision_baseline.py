@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from stages.losses import nt_xent
+from stages.losses.nt_xent import nt_xent
 from stages.models.heads import ProjectionHead, SimCLRModel
 
 

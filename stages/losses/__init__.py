@@ -1,6 +1,1 @@
-"""Losses, one per file."""
-
-from stages.losses.distillation import distillation_loss
-from stages.losses.nt_xent import nt_xent
-
-__all__ = ["distillation_loss", "nt_xent"]
+"""Losses, one per file: nt_xent.py (contrastive pretraining), distillation.py (teacher -> student)."""

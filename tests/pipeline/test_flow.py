@@ -8,18 +8,17 @@ from pipeline.config import load_config
 from pipeline.flow import UpstreamMissing, simclrv2_pipeline
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from pipeline.store import code_version
 
 
 def manifest_times(overrides: list[str]) -> dict[str, int]:
-    plan = build_plan(load_config(None, overrides), code_version())
+    plan = build_plan(load_config(None, overrides))
     return {name: (run.out_dir / "manifest.json").stat().st_mtime_ns for name, run in plan.items()}
 
 
 @pytest.mark.slow
 def test_flow_runs_skips_and_reruns_what_depends_on_a_forced_stage(tiny_run):
     report = simclrv2_pipeline(None, tiny_run)
-    plan = build_plan(load_config(None, tiny_run), code_version())
+    plan = build_plan(load_config(None, tiny_run))
     assert set(plan) == {
         "subsets", "pretrain", "evaluate", "report",
         "baseline[20labels]", "baseline[100labels]", "finetune[20labels]", "finetune[100labels]",
@@ -49,8 +48,24 @@ def test_only_needs_finished_upstream_stages(tiny_run):
         simclrv2_pipeline(None, tiny_run, only="finetune[20labels]")
     simclrv2_pipeline(None, tiny_run, only="subsets,pretrain")
     simclrv2_pipeline(None, tiny_run, only="finetune[20labels]")
-    plan = build_plan(load_config(None, tiny_run), code_version())
+    plan = build_plan(load_config(None, tiny_run))
     done = {name for name, run in plan.items() if (run.out_dir / "manifest.json").exists()}
     assert done == {"subsets", "pretrain", "finetune[20labels]"}
     metrics = json.loads((plan["finetune[20labels]"].out_dir / "metrics.json").read_text())
     assert metrics["initialization"] == "pretrain"
+
+
+@pytest.mark.slow
+def test_logging_settings_reuse_every_stage_and_the_temperature_reruns_pretraining_onwards(tiny_run):
+    simclrv2_pipeline(None, tiny_run)
+    first = manifest_times(tiny_run)
+
+    logging_only = [*tiny_run, "pretrain.log_every=3", "finetune.tensorboard=true", "distill.checkpoint_every=7"]
+    simclrv2_pipeline(None, logging_only)
+    assert manifest_times(logging_only) == first  # the same directories, none rewritten
+
+    warmer = [*tiny_run, "pretrain.temperature=0.3"]
+    simclrv2_pipeline(None, warmer)
+    again = manifest_times(warmer)
+    kept = {name for name in first if again[name] == first[name]}
+    assert kept == {"subsets", "baseline[20labels]", "baseline[100labels]"}

@@ -19,7 +19,6 @@ from pipeline.config import LaunchConfig, load_config
 from pipeline.launcher import StageFailed, launch_command, launch_env, run_launched
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from pipeline.store import code_version
 from stages.data.sources import DataConfig
 from stages.pretrain import EncoderConfig, PretrainConfig
 from stages.training.cli import parse_stage_args
@@ -321,7 +320,7 @@ def test_the_flow_launches_pretrain_on_two_cpu_processes(tiny_run, monkeypatch):
         f"launch.main_process_port={free_port()}",
     ]
     simclrv2_pipeline(None, overrides, only="subsets,pretrain")
-    plan = build_plan(load_config(None, overrides), code_version())
+    plan = build_plan(load_config(None, overrides))
     manifest = read_manifest(plan["pretrain"].out_dir)
     assert manifest["devices"]["processes"] == 2
     assert manifest["devices"]["device"] == "cpu"

@@ -14,7 +14,6 @@ from pipeline.config import load_config
 from pipeline.flow import simclrv2_pipeline
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from pipeline.store import code_version
 from reports.formatting import percent
 from tests.pipeline.conftest import TINY_RUN
 
@@ -26,7 +25,7 @@ def quickstart_run(tmp_path_factory):
     """A real quickstart run (tiny settings); returns (plan, report dir)."""
     overrides = [*TINY_RUN, f"runs_dir={tmp_path_factory.mktemp('report') / 'runs'}"]
     simclrv2_pipeline(None, overrides)
-    plan = build_plan(load_config(None, overrides), code_version())
+    plan = build_plan(load_config(None, overrides))
     return plan, plan["report"].out_dir
 
 

@@ -1,10 +1,9 @@
-"""The run store: stage directories, fingerprints, code version, device info, the per-experiment lock."""
+"""The run store: stage directories, fingerprints, device info, the per-experiment lock."""
 
 import dataclasses
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import store
-from pipeline.store import ExperimentLocked, code_version, experiment_lock, fingerprint, stage_dir
+from pipeline.store import ExperimentLocked, experiment_lock, fingerprint, stage_dir
 
 CONFIG = {"epochs": 10.0, "batch_size": 256, "data": {"source": "digits", "image_size": None}, "blur": False}
 UPSTREAM = {"pretrain": "0123456789abcdef", "subset": "ff" * 32}
-STAGES_PACKAGE = Path(store.__file__).resolve().parents[1] / "stages"
 
 
 # --- directories ----------------------------------------------------------------------------------------------------
@@ -83,38 +81,7 @@ def test_fingerprint_refuses_nan_and_unknown_objects():
         fingerprint({"x": object()}, {}, "v")
 
 
-# --- code version ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def package_copy(tmp_path) -> Path:
-    copy = tmp_path / "stages"
-    shutil.copytree(STAGES_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    return copy
-
-
-def test_code_version_of_the_installed_stages_is_stable():
-    version = code_version()
-    assert version == code_version()
-    assert version.startswith("0.") and "+" in version
-
-
-def test_code_version_hashes_the_stage_sources(package_copy):
-    original = code_version(package_copy)
-    assert original == code_version(STAGES_PACKAGE)
-
-    (package_copy / "__pycache__").mkdir(exist_ok=True)
-    (package_copy / "__pycache__" / "x.py").write_text("cached = 1\n")
-    (package_copy / "notes.txt").write_text("not code\n")
-    assert code_version(package_copy) == original  # only *.py sources count
-
-    with (package_copy / "pretrain.py").open("a") as file:
-        file.write("\n# changed\n")
-    changed = code_version(package_copy)
-    assert changed != original
-
-    (package_copy / "pretrain.py").rename(package_copy / "pretrain2.py")
-    assert code_version(package_copy) not in (original, changed)  # a renamed file counts too
+# --- device info ----------------------------------------------------------------------------------------------------
 
 
 def test_device_info_names_the_device():

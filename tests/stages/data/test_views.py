@@ -10,7 +10,7 @@ from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches, open_image
 from stages.data.sources import DataConfig, open_train_rows, to_rgb
 from stages.data.views import InMemoryViews, StreamedViews
-from stages.losses import nt_xent
+from stages.losses.nt_xent import nt_xent
 from stages.models.architecture import EncoderConfig, build_pretrain_model
 from stages.optim.lars import LARS, lars_param_groups
 from tests.stages.host_sync import HostSyncRecorder

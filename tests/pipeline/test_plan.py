@@ -1,0 +1,138 @@
+"""The stage instances of an experiment (pipeline/plan.py): their graph, fingerprints, selection and inputs."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.plan import build_plan, downstream, input_paths, result_settings, select, stage_runs
+
+BUDGETS = ["budgets=[20, 0.1]", "report.full_label_baseline=false"]
+EVERY_STAGE = {
+    "subsets", "pretrain", "evaluate", "report",
+    "baseline[20labels]", "baseline[10pct]", "finetune[20labels]", "finetune[10pct]",
+    "distill[20labels]", "distill[10pct]",
+}  # fmt: skip
+AFTER_PRETRAIN = {"pretrain", "finetune[20labels]", "finetune[10pct]", "distill[20labels]", "distill[10pct]"}
+
+
+def plan_with(*overrides: str, code: str | None = "pinned"):
+    return build_plan(load_config(None, [*BUDGETS, "runs_dir=/runs", *overrides]), code)
+
+
+def fingerprints(*overrides: str) -> dict[str, str]:
+    return {name: run.fingerprint for name, run in plan_with(*overrides).items()}
+
+
+def changed(*overrides: str) -> set[str]:
+    before, after = fingerprints(), fingerprints(*overrides)
+    return {name for name in before if before[name] != after[name]}
+
+
+def test_instances_come_upstream_first_with_their_inputs():
+    plan = plan_with()
+    assert set(plan) == EVERY_STAGE
+    order = list(plan)
+    for name, run in plan.items():
+        assert all(order.index(upstream) < order.index(name) for upstream in run.upstream)
+    assert plan["distill[10pct]"].upstream == ["finetune[10pct]"]
+    assert plan["finetune[10pct]"].upstream == ["pretrain", "subsets"]
+    assert plan["baseline[20labels]"].module == "finetune" and plan["baseline[20labels]"].kind == "baseline"
+    assert set(plan["report"].upstream) == EVERY_STAGE - {"report"}
+
+
+def test_the_full_label_baseline_is_planned_when_the_report_asks_for_it():
+    plan = plan_with("report.full_label_baseline=true")
+    assert "baseline[100pct]" in plan and "finetune[100pct]" not in plan
+
+
+def test_a_distill_with_a_label_term_also_reads_the_subset():
+    assert plan_with("distill.alpha=0.5")["distill[20labels]"].upstream == ["finetune[20labels]", "subsets"]
+
+
+def test_inputs_are_upstream_directories_or_files_inside_them():
+    plan = plan_with()
+    paths = input_paths(plan, plan["finetune[20labels]"])
+    assert paths == {
+        "subset": plan["subsets"].out_dir / "20labels.json",
+        "pretrain": plan["pretrain"].out_dir,
+    }
+    assert plan["pretrain"].out_dir.parent == Path("/runs/quickstart/pretrain")
+
+
+def test_the_same_config_gives_the_same_fingerprints():
+    assert fingerprints() == fingerprints()
+    assert len(set(fingerprints().values())) == len(EVERY_STAGE)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "pretrain.log_every=3",
+        "pretrain.tensorboard=true",
+        "pretrain.checkpoint_every=7",
+        "pretrain.loader_workers=1",
+        "pretrain.compile=true",
+        "pretrain.channels_last=false",
+        "pretrain.activation_checkpointing=true",
+        "finetune.log_every=1",
+        "finetune.tensorboard=true",
+        "finetune.eval_batch_size=32",
+        "baseline.checkpoint_every=1",
+        "distill.log_every=2",
+        "distill.eval_batch_size=16",
+    ],
+)
+def test_settings_of_speed_memory_logging_or_tracking_reuse_every_stage(setting):
+    assert changed(setting) == set()
+
+
+def test_the_temperature_reruns_pretraining_and_everything_after_it():
+    assert changed("pretrain.temperature=0.3") == AFTER_PRETRAIN | {"evaluate", "report"}
+
+
+def test_a_budget_setting_reruns_that_budget_and_what_depends_on_it():
+    assert changed("finetune.per_budget={10pct: {epochs: 5}}") == {"finetune[10pct]", "distill[10pct]", "report"}
+    assert changed("baseline.base_lr=0.2") == {"baseline[20labels]", "baseline[10pct]", "report"}
+    assert changed("subset_seed=1") == EVERY_STAGE - {"pretrain", "evaluate"}
+
+
+def test_the_speed_settings_are_left_out_at_every_depth():
+    settings = result_settings({"epochs": 2, "log_every": 5, "data": {"source": "digits", "compile": True}})
+    assert settings == {"epochs": 2, "data": {"source": "digits"}}
+
+
+def test_each_instance_gets_the_code_version_of_what_it_runs():
+    plan = plan_with(code=None)
+    versions = {name: run.code_version for name, run in plan.items()}
+    assert versions["baseline[20labels]"] == versions["finetune[10pct]"]  # both run stages.finetune
+    assert len({versions["pretrain"], versions["finetune[10pct]"], versions["distill[10pct]"], versions["report"]}) == 4
+    assert fingerprints() != {name: run.fingerprint for name, run in plan.items()}
+
+
+def test_a_pinned_code_version_changes_every_fingerprint():
+    one, other = plan_with(code="a"), plan_with(code="b")
+    assert all(one[name].fingerprint != other[name].fingerprint for name in one)
+
+
+def test_select_takes_a_kind_or_one_instance_and_names_the_stages_otherwise():
+    plan = plan_with()
+    assert select(plan, ["finetune"]) == {"finetune[20labels]", "finetune[10pct]"}
+    assert select(plan, ["distill[10pct]", "pretrain"]) == {"distill[10pct]", "pretrain"}
+    with pytest.raises(ValueError, match=r"no stage 'finetune\[5pct\]' in this experiment; stages: .*baseline"):
+        select(plan, ["finetune[5pct]"])
+
+
+def test_downstream_follows_every_path():
+    plan = plan_with()
+    assert downstream(plan, {"pretrain"}) == AFTER_PRETRAIN | {"evaluate", "report"}
+    assert downstream(plan, {"report"}) == {"report"}
+
+
+def test_stage_runs_build_each_stage_config_from_the_experiment():
+    runs = {
+        run.name: run
+        for run in stage_runs(load_config(None, [*BUDGETS, "finetune.per_budget={20labels: {epochs: 9}}"]))
+    }
+    assert runs["finetune[20labels]"].config.epochs == 9
+    assert runs["subsets"].config.budgets == (20, 0.1)
