@@ -1,8 +1,8 @@
 """Pretraining throughput: views/s, step time, peak memory and model FLOPs utilisation (MFU), per model and data path.
 
-    python -m stages.bench                          # every case for the device: the GPU table, or CPU stand-ins
-    python -m stages.bench --compile --json out.json
-    python -m stages.bench --cases r50 --data imagefolder:/data/val --workers 16
+    python -m stages.benchmark                          # every case for the device: the GPU table, or CPU stand-ins
+    python -m stages.benchmark --compile --json out.json
+    python -m stages.benchmark --cases r50 --data imagefolder:/data/val --workers 16
 
 Each model case measures, in one run:
 - model:            the training step (both views in one forward, NT-Xent, backward, LARS) on views that are
@@ -415,7 +415,9 @@ def table(case: ModelCase, batch: int | None, results: list[Measurement]) -> str
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--cases",

@@ -1,4 +1,5 @@
-"""The straightforward SimCLR pretraining step, as commonly written, for `python -m stages.bench` to compare against.
+"""The straightforward SimCLR pretraining step, as commonly written, for `python -m stages.benchmark` to compare
+against.
 
 "Straightforward" means what a user writes from the torchvision docs, with none of this project's speed work:
 - data: a `Dataset` whose `__getitem__` augments one image at a time with the torchvision v2 SimCLR pipeline

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stages.models.resnet import BN_EPS, BN_MOMENTUM
+from stages.models.layers import BN_EPS, BN_MOMENTUM
 
 HEAD_INIT_STD = 0.01
 

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from stages import build_encoder
-from stages.models.resnet import AvgPoolShortcut, Bottleneck, SelectiveKernel, TFSameMaxPool
+from stages.models.layers import AvgPoolShortcut
+from stages.models.resnet import Bottleneck
+from stages.models.selective_kernel import SelectiveKernel
 
 # SIMCLRV2.md section 1: conv weights + BN gamma/beta up to the global pool.
 PARAMETER_COUNTS = [
@@ -97,32 +99,6 @@ def test_conv_init_is_truncated_fan_in_variance_scaling():
     std = conv.weight.std().item()
     assert math.isclose(std, math.sqrt(1 / fan_in), rel_tol=0.02)
     assert conv.weight.abs().max().item() <= 2 * math.sqrt(1 / fan_in) / 0.8796 + 1e-6
-
-
-def test_selective_kernel_mixes_its_two_branches_with_per_channel_softmax():
-    torch.manual_seed(0)
-    sk = SelectiveKernel(8, 8, stride=1).eval()
-    x = torch.rand(2, 8, 6, 6)
-    b1, b2 = sk.branches(x).chunk(2, dim=1)
-    a1, a2 = sk.attention((b1 + b2).mean(dim=(2, 3), keepdim=True)).chunk(2, dim=1)
-    w1 = torch.exp(a1) / (torch.exp(a1) + torch.exp(a2))
-    assert torch.allclose(sk(x), w1 * b1 + (1 - w1) * b2, atol=1e-6)
-    assert sk.attention[0].out_channels == 32  # max(int(8 * 0.0625), 32)
-
-
-def test_tf_same_max_pool_pads_bottom_right_only():
-    x = torch.arange(16.0).view(1, 1, 4, 4)
-    # TF SAME on 4x4, k3 s2: windows start at rows/cols 0 and 2; the second window runs into the bottom/right pad.
-    assert TFSameMaxPool()(x).flatten().tolist() == [10.0, 11.0, 14.0, 15.0]
-
-
-def test_stride_one_avg_pool_shortcut_does_not_count_padding():
-    x = torch.arange(9.0).view(1, 1, 3, 3)
-    out = AvgPoolShortcut(1)(x)
-    assert out[0, 0, 0, 0] == (0 + 1 + 3 + 4) / 4
-    assert out[0, 0, 2, 2] == 8  # the corner averages only itself
-    assert out[0, 0, 0, 2] == (2 + 5) / 2
-    assert AvgPoolShortcut(2)(torch.ones(1, 1, 4, 4)).shape[-1] == 2
 
 
 @pytest.mark.parametrize(
