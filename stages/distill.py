@@ -4,10 +4,10 @@
     python -m stages.distill --out runs/distill-small --teacher runs/finetune --student '{"depth": 18, "width": 0.5}'
     python -m stages.distill --out runs/distill-a --teacher runs/finetune --subset runs/subsets/10pct.json --alpha 0.5
 
-Inputs: `--teacher DIR` (the finetune stage's output) and, only for `--alpha` > 0, `--subset FILE` (the labeled rows
-of the optional ground-truth term). SIMCLRV2.md section 6: the teacher is frozen and in eval mode, teacher and student
-see the same crop + flip batch, loss = -sum_y P_T(y|x; tau) log P_S(y|x; tau), plus alpha times the cross-entropy on
-labeled rows. The student has no projection head; `--student` (a JSON encoder config: depth, width, sk,
+Inputs: `--teacher DIR` (the finetune stage's output) and, only for `--alpha` > 0, `--subset FILE` (the labeled rows of
+the optional ground-truth term). docs/simclrv2.md#fine-tuning-and-distillation: the teacher is frozen and in eval mode,
+teacher and student see the same crop + flip batch, loss = -sum_y P_T(y|x; tau) log P_S(y|x; tau), plus alpha times the
+cross-entropy on labeled rows. The student has no projection head; `--student` (a JSON encoder config: depth, width, sk,
 small_images) picks a smaller network; by default (or `--student none`) it has the teacher's architecture
 (self-distillation). The optimiser settings default to the pretraining ones, as in the paper.
 

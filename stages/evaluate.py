@@ -4,10 +4,10 @@
     python -m stages.evaluate --out runs/eval/pretrain --pretrain runs/pretrain
 
 Inputs, at least one of: `--classifier DIR` (the output of finetune, the baseline or distill): test top-1 / top-5;
-`--pretrain DIR` (the pretrain stage's output): a linear probe (logistic regression on the frozen encoder's
-standardized features) and a cosine kNN classifier on the same features. Every image goes through the evaluation
-preprocessing (centre crop 0.875, resize; SIMCLRV2.md section 5) with the network in eval mode. Writes `metrics.json`
-to `--out`.
+`--pretrain DIR` (the pretrain stage's output): a linear probe (logistic regression on the frozen encoder's standardized
+features) and a cosine kNN classifier on the same features. Every image goes through the evaluation preprocessing
+(centre crop 0.875, resize; docs/simclrv2.md#evaluation-preprocessing) with the network in eval mode. Writes
+`metrics.json` to `--out`.
 """
 
 from __future__ import annotations

@@ -5,13 +5,14 @@
 
 Inputs: `--subset FILE` (a label subset file, see stages/subsets.py) and, optionally, `--pretrain DIR` (the pretrain
 stage's output). With `--pretrain` the classifier is the pretrained encoder plus the first `--proj-selector` layers of
-its projection head plus a zero-initialised linear layer (SIMCLRV2.md section 2). Without it this is the supervised
-baseline: the same training on the same labels from a random `--model.*` encoder, without a head.
+its projection head plus a zero-initialised linear layer (docs/simclrv2.md#projection-head). Without it this is the
+supervised baseline: the same training on the same labels from a random `--model.*` encoder, without a head.
 
-Training follows SIMCLRV2.md section 6: crop + flip only, cross-entropy, BN in train mode, LARS, lr = base_lr *
-sqrt(batch), no weight decay, no warmup, cosine decay per step. Writes `model.safetensors` (the classifier; its
-architecture, proj_selector, num_classes and class_names in the metadata), `loss_curve.csv` and `metrics.json` (with
-the test top-1 / top-5) to `--out`; resumable state goes to `--out/checkpoints/` and a rerun continues from it.
+Training follows docs/simclrv2.md#fine-tuning-and-distillation: crop + flip only, cross-entropy, BN in train mode, LARS,
+lr = base_lr * sqrt(batch), no weight decay, no warmup, cosine decay per step. Writes `model.safetensors` (the
+classifier; its architecture, proj_selector, num_classes and class_names in the metadata), `loss_curve.csv` and
+`metrics.json` (with the test top-1 / top-5) to `--out`; resumable state goes to `--out/checkpoints/` and a rerun
+continues from it.
 """
 
 from __future__ import annotations

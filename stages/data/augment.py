@@ -5,7 +5,7 @@ output). No step reads a value back to the host, so a GPU batch is augmented wit
 that augments its shard of a larger batch passes a `ShardedGenerator`: the parameters are drawn for the whole batch
 and sliced, so N processes together apply exactly the augmentations one process would apply to the whole batch.
 
-Follows the official SimCLRv2 TF code (SIMCLRV2.md section 5):
+Follows the official SimCLRv2 TF code (docs/simclrv2.md#pretraining-augmentations):
 - random resized crop (area 0.08-1, aspect 3/4-4/3) and horizontal flip, done together as one bicubic resampling
   (`grid_sample`) of the crop box;
 - colour jitter with p=0.8: multiplicative brightness, per-channel contrast, HSV saturation and HSV hue, in a random

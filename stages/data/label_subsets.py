@@ -7,7 +7,7 @@ A budget is a fraction of the training set (float in (0, 1]) or a number of labe
 - within a class, its labelled rows are a prefix of one seeded random permutation of its rows.
 Raising `k` only ever adds labels (per-class counts never drop, prefixes only grow), so every smaller budget's subset
 lies inside every larger one's, for fractions and counts alike: the 1% set is inside the 10% set, as with ImageNet's
-official lists (SIMCLRV2.md section 7).
+official lists (docs/simclrv2.md#label-subsets).
 
 Files: our JSON records (`save_subset`) carry the sha256 of their sorted indices; user-supplied lists (one id or file
 name per line, like ImageNet's `1percent.txt`, or a JSON list) are matched to rows by id or by file name.

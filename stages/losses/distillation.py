@@ -1,4 +1,5 @@
-"""Distillation loss: a frozen teacher's softened predictions teach a student (SIMCLRV2.md section 6).
+"""Distillation loss: a frozen teacher's softened predictions teach a student
+(docs/simclrv2.md#fine-tuning-and-distillation).
 
 loss = (1 - alpha) * soft + alpha * hard, where soft = -sum_y P_T(y|x; tau) log P_S(y|x; tau) averaged over the
 batch, and hard is the student's cross-entropy on ground-truth labels (rows labelled -1 are unlabeled and ignored).

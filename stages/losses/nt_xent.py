@@ -1,7 +1,7 @@
 """NT-Xent, the SimCLR contrastive loss, with negatives from every process.
 
-Official formulation (SIMCLRV2.md section 3): with N pairs across all processes, each local anchor is scored against
-the 2N global embeddings except itself, and its positive is the other view of the same image. The value is
+Official formulation (docs/simclrv2.md#nt-xent-loss): with N pairs across all processes, each local anchor is scored
+against the 2N global embeddings except itself, and its positive is the other view of the same image. The value is
 mean(view-1 anchors) + mean(view-2 anchors), i.e. twice the mean over anchors.
 
 Under `torch.distributed` with several processes the embeddings of the other processes are gathered with a

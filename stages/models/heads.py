@@ -1,7 +1,7 @@
 """The SimCLRv2 projection head, the pretraining model, and the classifier built from the middle of the head.
 
-SIMCLRV2.md section 2: layers 1..n-1 are Linear(d, d, no bias) -> BN -> ReLU, the last is Linear(d, 128, no bias) ->
-BN without beta. `ProjectionHead.forward` returns every layer's output, `[h, layer1, ..., layer_n]`, so that
+docs/simclrv2.md#projection-head: layers 1..n-1 are Linear(d, d, no bias) -> BN -> ReLU, the last is Linear(d, 128, no
+bias) -> BN without beta. `ProjectionHead.forward` returns every layer's output, `[h, layer1, ..., layer_n]`, so that
 fine-tuning can start from any of them (`ft_proj_selector`).
 """
 

@@ -1,6 +1,6 @@
 """The SimCLRv2 encoder family: ResNet-18 ... ResNet-200, width multipliers, Selective Kernels, small-image stem.
 
-Follows the official TF2 code (google-research/simclr, `tf2/resnet.py`); see SIMCLRV2.md section 1:
+Follows the official TF2 code (google-research/simclr, `tf2/resnet.py`); see docs/simclrv2.md#encoder:
 - v1.5 blocks (stride on the 3x3 conv); the first block of every stage has a projection shortcut.
 - `sk=True` swaps each bottleneck's 3x3 conv for a Selective-Kernel conv and turns on the ResNet-D deep stem and
   average-pool shortcut.

@@ -1,6 +1,6 @@
 """LARS (You et al. 2017) as used by SimCLR, and the parameter groups that exclude BN and biases.
 
-Per parameter (SIMCLRV2.md section 4; the official TF `LARSOptimizer` with classic momentum):
+Per parameter (docs/simclrv2.md#optimiser-and-schedule; the official TF `LARSOptimizer` with classic momentum):
     g = grad + wd * w                                   (weight decay only for groups with weight_decay > 0)
     trust = eta * |w| / |g| if |w| > 0 and |g| > 0 else 1   (only for groups with lars_adapt=True)
     v = momentum * v + lr * trust * g

@@ -1,4 +1,5 @@
-"""Learning-rate scaling with batch size and the per-step warmup + cosine schedule (SIMCLRV2.md section 4)."""
+"""Learning-rate scaling with batch size and the per-step warmup + cosine schedule
+(docs/simclrv2.md#optimiser-and-schedule)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batched SimCLR augmentations (stages/data/augment.py; SIMCLRV2.md section 5)."""
+"""Batched SimCLR augmentations (stages/data/augment.py; docs/simclrv2.md#pretraining-augmentations)."""
 
 import colorsys
 import math

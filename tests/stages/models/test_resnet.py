@@ -11,7 +11,7 @@ from stages.models.layers import AvgPoolShortcut
 from stages.models.resnet import Bottleneck
 from stages.models.selective_kernel import SelectiveKernel
 
-# SIMCLRV2.md section 1: conv weights + BN gamma/beta up to the global pool.
+# docs/simclrv2.md#encoder: conv weights + BN gamma/beta up to the global pool.
 PARAMETER_COUNTS = [
     (50, 1, False, 23_508_032),
     (50, 1, True, 35_215_584),

@@ -1,4 +1,4 @@
-"""LARS and its parameter groups (stages/optim/lars.py; SIMCLRV2.md section 4)."""
+"""LARS and its parameter groups (stages/optim/lars.py; docs/simclrv2.md#optimiser-and-schedule)."""
 
 import copy
 import math

@@ -1,4 +1,5 @@
-"""Learning-rate scaling and the warmup + cosine schedule (stages/optim/schedules.py; SIMCLRV2.md section 4)."""
+"""Learning-rate scaling and the warmup + cosine schedule (stages/optim/schedules.py;
+docs/simclrv2.md#optimiser-and-schedule)."""
 
 import itertools
 import math
