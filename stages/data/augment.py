@@ -138,18 +138,6 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torc
 # --- colour --------------------------------------------------------------------------------------------------------
 
 
-def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    """`B x 3 x H x W` RGB in [0, 1] -> HSV with hue in [0, 1)."""
-    value, chroma, hue = _value_chroma_hue(images)
-    saturation = torch.where(value > 0, chroma / value.clamp_min(1e-12), 0.0)
-    return torch.stack([hue, saturation, value], dim=1)
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    hue, saturation, value = hsv.unbind(dim=1)
-    return _rgb_from(value, value * saturation, hue)
-
-
 def _value_chroma_hue(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r, g, b = images.unbind(dim=1)
     value = images.amax(dim=1)

@@ -66,33 +66,3 @@ def split_features(
         extract_features(encoder, train, image_size, batch_size, device),
         extract_features(encoder, test, image_size, batch_size, device),
     )
-
-
-def linear_probe(
-    encoder: nn.Module,
-    train: ImageSplit,
-    test: ImageSplit,
-    image_size: int,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-    c: float = 1.0,
-    max_iter: int = 1000,
-) -> float:
-    """Test accuracy of a logistic regression on the frozen encoder's features."""
-    train_features, test_features = split_features(encoder, train, test, image_size, batch_size, device)
-    return probe_accuracy(train_features, train.labels, test_features, test.labels, c, max_iter)
-
-
-def knn_accuracy(
-    encoder: nn.Module,
-    train: ImageSplit,
-    test: ImageSplit,
-    image_size: int,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-    k: int = 20,
-    temperature: float = 0.07,
-) -> float:
-    """Test accuracy of cosine kNN on the frozen encoder's features."""
-    train_features, test_features = split_features(encoder, train, test, image_size, batch_size, device)
-    return knn_vote_accuracy(train_features, train.labels, test_features, test.labels, k, temperature)

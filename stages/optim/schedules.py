@@ -39,8 +39,3 @@ def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
             f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got {warmup_steps=} {total_steps=}"
         )
     return LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
-
-
-def warmup_steps_for(warmup_epochs: float, num_examples: int, batch_size: int) -> int:
-    """The reference's `int(round(warmup_epochs * num_examples // batch_size))` (// already floors)."""
-    return int(warmup_epochs * num_examples // batch_size)

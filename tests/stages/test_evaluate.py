@@ -1,5 +1,4 @@
-"""Evaluation: exact top-k on a classifier with known outputs, kNN votes, linear probe and kNN on real digits
-features, and the evaluate stage with its inputs."""
+"""The evaluate stage (stages/evaluate.py): its inputs, its metrics, its errors."""
 
 import json
 import os
@@ -10,15 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import stages.evaluate as evaluate
-from stages.data.sources import ImageSplit
 from stages.evaluate import EvaluateConfig
-from stages.evaluation.feature_quality import knn_accuracy, knn_vote_accuracy, linear_probe
-from stages.evaluation.metrics import top_k_accuracy
 from stages.models.architecture import EncoderConfig, classifier_for
-from stages.models.resnet import build_encoder
 from stages.models.weights import save_classifier
 
 TINY = EncoderConfig(depth=18, width=0.125)
@@ -28,81 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     yield
-
-
-class IntensityLookup(nn.Module):
-    """Logits looked up by each image's (constant) intensity: image i, filled with 10 * i, gets `table[i]`.
-    Records whether it ran in eval mode."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.table = nn.Parameter(table, requires_grad=False)
-        self.modes: list[bool] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.modes.append(self.training)
-        index = (images.mean(dim=(1, 2, 3)) * 255 / 10).round().long()
-        return self.table[index]
-
-
-def constant_images_split(labels: list[int], num_classes: int) -> ImageSplit:
-    intensities = torch.arange(len(labels), dtype=torch.uint8) * 10
-    images = intensities.view(-1, 1, 1, 1).expand(-1, 3, 12, 12).contiguous()
-    names = [f"class-{c}" for c in range(num_classes)]
-    return ImageSplit(images, torch.tensor(labels), [str(i) for i in range(len(labels))], names, skipped=0)
-
-
-def logits_ranking_true_class_at(ranks: list[int], labels: list[int], num_classes: int) -> torch.Tensor:
-    """Per row, distinct logits in which the true class holds place `rank` (0 = the largest)."""
-    rows = []
-    for rank, label in zip(ranks, labels, strict=True):
-        others = [c for c in range(num_classes) if c != label]
-        order = [*others[:rank], label, *others[rank:]]  # classes from the largest logit down
-        row = torch.empty(num_classes)
-        row[order] = torch.arange(num_classes, 0, -1, dtype=torch.float32)
-        rows.append(row)
-    return torch.stack(rows)
-
-
-def test_top_k_accuracy_is_exact_on_a_classifier_with_known_outputs():
-    labels = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
-    ranks = [0, 0, 0, 0, 4, 4, 5, 5, 1, 9]  # top-1 hits: 4 of 10; top-5 hits (rank <= 4): 7 of 10
-    classifier = IntensityLookup(logits_ranking_true_class_at(ranks, labels, 10))
-    classifier.train()
-
-    accuracy = top_k_accuracy(classifier, constant_images_split(labels, 10), image_size=8, batch_size=3)
-
-    assert accuracy == {"top1": 0.4, "top5": 0.7}
-    assert classifier.modes == [False] * 4  # 4 batches of at most 3, all in eval mode
-    assert classifier.training  # the previous mode is restored
-
-
-def test_top5_with_fewer_than_five_classes_is_top_num_classes():
-    labels, ranks = [0, 1, 2, 0], [0, 1, 2, 2]
-    classifier = IntensityLookup(logits_ranking_true_class_at(ranks, labels, 3))
-    accuracy = top_k_accuracy(classifier, constant_images_split(labels, 3), image_size=8)
-    assert accuracy == {"top1": 0.25, "top5": 1.0}
-
-
-def test_knn_takes_the_similarity_weighted_vote_of_the_k_nearest():
-    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.2, 0.8]])
-    train_labels = torch.tensor([0, 0, 1, 1, 1])
-    test = torch.tensor([[1.0, 0.05], [0.05, 1.0], [0.6, 0.4]])
-    assert knn_vote_accuracy(train, train_labels, test, torch.tensor([0, 1, 0]), k=2) == 1.0
-    # With k=5 the third point goes to class 0 (its two most similar rows) at a low temperature, and to class 1
-    # (three rows) at a high one, where the weights flatten into a plain majority vote.
-    third = test[2:]
-    assert knn_vote_accuracy(train, train_labels, third, torch.tensor([0]), k=5, temperature=0.05) == 1.0
-    assert knn_vote_accuracy(train, train_labels, third, torch.tensor([1]), k=5, temperature=100.0) == 1.0
-    assert knn_vote_accuracy(train, train_labels, test, torch.tensor([0, 1, 0]), k=5, temperature=100.0) == 1 / 3
-
-
-def test_linear_probe_and_knn_on_digits_features_beat_chance_clearly(digits):
-    train, test = digits
-    torch.manual_seed(0)
-    encoder = build_encoder(18, 0.125, small_images=True)  # random, frozen features
-    assert linear_probe(encoder, train, test, image_size=16) > 0.4  # chance: 0.1
-    assert knn_accuracy(encoder, train, test, image_size=16, k=20) > 0.3
 
 
 def test_evaluate_stage_on_pretrain_and_classifier_outputs(tmp_path, digits, pretrained):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.optim.schedules import scale_learning_rate, warmup_cosine, warmup_cosine_scheduler, warmup_steps_for
+from stages.optim.schedules import scale_learning_rate, warmup_cosine, warmup_cosine_scheduler
 
 # --- scale_learning_rate ----------------------------------------------------------------------------------------------
 
@@ -111,23 +111,3 @@ def test_scheduler_rejects_bad_step_counts(warmup, total):
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="warmup_steps"):
         warmup_cosine_scheduler(optimizer, warmup, total)
-
-
-# --- warmup_steps_for -------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "epochs,examples,batch,expected",
-    [
-        (10, 50_000, 512, 976),  # 500000 // 512 = 976.56... floored
-        (5, 1_281_167, 4096, 1563),  # 6405835 // 4096
-        (0, 50_000, 256, 0),
-        (0.5, 1000, 64, 7),  # 500 // 64
-        (1, 100, 100, 1),
-        (1, 50, 100, 0),  # less than one batch of warmup
-    ],
-)
-def test_warmup_steps_for(epochs, examples, batch, expected):
-    steps = warmup_steps_for(epochs, examples, batch)
-    assert steps == expected
-    assert isinstance(steps, int)
