@@ -1,5 +1,4 @@
-"""What a run produced, read from the stage manifests (never from training code): the evaluation table and the
-label-budget report."""
+"""What a run produced, read from the stage manifests (never from training code): the label-budget report."""
 
 from reports.label_budget import build_report
 from reports.settings import ReportSettings

@@ -6,7 +6,7 @@ Built from the stage manifests only (never from training code), so it can be reb
     metrics = build_report(stage_dirs, out_dir, ReportSettings(0.10, "USD", 2.5, "CIFAR-10"))
 
 Writes into `out_dir`: report.md, report.html (self-contained), report.csv and report_compute.csv (see
-`reports.csv_export`), accuracy_vs_labels.png, and the evaluation table (evaluation.md, evaluation.csv).
+`reports.csv_export`) and accuracy_vs_labels.png.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from reports.csv_export import compute_rows, model_rows, write_csvs
-from reports.evaluation_table import write_evaluation_table
 from reports.html_page import render_html
 from reports.manifests import read_manifests
 from reports.markdown import render_markdown
@@ -45,14 +44,12 @@ def report_metrics(report: LabelBudgetReport, files: list[str]) -> dict[str, Any
 
 def build_report(stage_dirs: Mapping[str, Path], out_dir: Path, settings: ReportSettings) -> dict[str, Any]:
     """Write the report of the run whose stage instances are `stage_dirs` (instance name -> stage dir) into `out_dir`
-    and return its metrics, the evaluation table's under "evaluation"."""
+    and return its metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    evaluation = write_evaluation_table(stage_dirs, out_dir)  # kept: earlier runs and readers expect it
     report = assemble(read_manifests(stage_dirs), settings)
     plot = accuracy_plot_png(report)
     (out_dir / PLOT_FILE).write_bytes(plot)
     (out_dir / MARKDOWN).write_text(render_markdown(report))
     (out_dir / HTML).write_text(render_html(report, plot))
-    files = [MARKDOWN, HTML, *write_csvs(report, out_dir), PLOT_FILE, "evaluation.md", "evaluation.csv"]
-    return {**report_metrics(report, files), "evaluation": evaluation}
+    return report_metrics(report, [MARKDOWN, HTML, *write_csvs(report, out_dir), PLOT_FILE])

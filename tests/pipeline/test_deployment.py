@@ -77,7 +77,7 @@ def test_a_deployment_run_through_the_prefect_cli_completes(tmp_path, tiny_run):
         output = result.stdout + result.stderr
         assert result.returncode == 0, output + serve_log.read_text()[-5000:]
         assert "Completed" in output, output
-        reports = list((tmp_path / "runs" / "quickstart" / "report").glob("*/evaluation.md"))
+        reports = list((tmp_path / "runs" / "quickstart" / "report").glob("*/report.md"))
         assert len(reports) == 1 and "SimCLRv2 fine-tuned" in reports[0].read_text()
     finally:
         if serve is not None:

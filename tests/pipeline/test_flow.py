@@ -27,7 +27,7 @@ def test_flow_runs_skips_and_reruns_what_depends_on_a_forced_stage(tiny_run):
     for name, run in plan.items():
         manifest = read_manifest(run.out_dir)
         assert manifest["stage"] == name and manifest["fingerprint"] == run.fingerprint
-    table = (plan["report"].out_dir / "evaluation.csv").read_text()
+    table = (plan["report"].out_dir / "report.csv").read_text()
     finetune = read_manifest(plan["finetune[20labels]"].out_dir)["metrics"]
     assert f"{finetune['test_top1']}" in table
     assert report.endswith("report.html")
