@@ -1,54 +1,19 @@
 """Compute cost of each stage: wall-clock time x number of devices x the price of a device-hour.
 
-A device is what `device_hour_price` prices: one GPU, or one whole CPU machine. The manifest's `processes` counts the
-processes over all machines (as `accelerate launch --num_processes`), one per GPU, so a CUDA stage used `processes`
-devices; CPU processes share their machine, so a CPU stage used `machines` devices.
+A device is what `device_hour_price` prices: one GPU, or one whole CPU machine. A stage's `processes` counts the
+processes over all machines, one per GPU, so a CUDA stage used `processes` devices; CPU processes share their
+machine, so a CPU stage used `machines` devices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import pandas as pd
 
 from pipeline.manifest import split_instance
 
 STAGE_ORDER = ("subsets", "pretrain", "baseline", "finetune", "distill", "evaluate", "report")
 TOTAL = "total"
-
-
-@dataclass(frozen=True)
-class StageCost:
-    stage: str  # stage instance name, or TOTAL
-    device: str  # cuda | cpu ("" for the total)
-    device_name: str
-    processes: int | None  # None for the total: stages ran on different device counts, some at the same time
-    machines: int | None
-    devices: int | None
-    wall_seconds: float
-    device_hours: float
-    cost: float
-
-
-def device_count(devices: Mapping) -> int:
-    """Devices a stage held: GPUs (one per process, over all machines) or CPU machines."""
-    return int(devices["processes"]) if devices.get("device") == "cuda" else int(devices.get("machines", 1))
-
-
-def stage_cost(name: str, manifest: Mapping, device_hour_price: float) -> StageCost:
-    devices, wall = manifest["devices"], float(manifest["wall_seconds"])
-    count = device_count(devices)
-    hours = wall * count / 3600
-    return StageCost(
-        name,
-        devices.get("device", ""),
-        devices.get("name", ""),
-        int(devices.get("processes", 1)),
-        int(devices.get("machines", 1)),
-        count,
-        wall,
-        hours,
-        hours * device_hour_price,
-    )
+COST_COLUMNS = ["devices", "device_hours", "compute_cost"]
 
 
 def stage_rank(name: str) -> int:
@@ -56,22 +21,18 @@ def stage_rank(name: str) -> int:
     return STAGE_ORDER.index(kind) if kind in STAGE_ORDER else len(STAGE_ORDER)
 
 
-def compute_costs(manifests: Mapping[str, Mapping], device_hour_price: float) -> list[StageCost]:
-    """One per stage instance, in pipeline order (the given order within a stage)."""
-    names = sorted(manifests, key=stage_rank)  # stable: budgets keep the order they were given in
-    return [stage_cost(name, manifests[name], device_hour_price) for name in names]
-
-
-def total_cost(costs: Sequence[StageCost]) -> StageCost:
-    """The sum over stages. Its wall time is the sum of the stages' (independent stages may run at the same time)."""
-    return StageCost(
-        TOTAL,
-        "",
-        "",
-        None,
-        None,
-        None,
-        sum(c.wall_seconds for c in costs),
-        sum(c.device_hours for c in costs),
-        sum(c.cost for c in costs),
-    )
+def compute_costs(stages: pd.DataFrame, device_hour_price: float) -> pd.DataFrame:
+    """`stages` (inputs.stage_table) in pipeline order (the given order within a stage), with COST_COLUMNS, then a
+    TOTAL row. The total's wall time is the sum of the stages' (independent stages may run at the same time);
+    it has no device or device count (stages ran on different devices, some at the same time)."""
+    ranks = stages["stage"].map(stage_rank)
+    costs = stages.loc[ranks.sort_values(kind="stable").index].reset_index(drop=True)
+    devices = costs["processes"].where(costs["device"] == "cuda", costs["machines"])
+    costs.insert(costs.columns.get_loc("wall_seconds"), "devices", devices)
+    costs["device_hours"] = costs["wall_seconds"] * costs["devices"] / 3600
+    costs["compute_cost"] = costs["device_hours"] * device_hour_price
+    # Python's sum, row after row: the same float a reader gets by adding up the rows in order.
+    total = {column: sum(costs[column].tolist()) for column in ["wall_seconds", "device_hours", "compute_cost"]}
+    total_row = pd.DataFrame([{"stage": TOTAL, "device": "", "device_name": "", **total}])
+    table = pd.concat([costs, total_row], ignore_index=True)
+    return table.astype({"processes": "Int64", "machines": "Int64", "devices": "Int64"})

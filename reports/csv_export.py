@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from reports.compute_cost import StageCost
-from reports.report_data import LabelBudgetReport
-from reports.results import EncoderResult
-from reports.savings import Saving
+from reports.inputs import records
+from reports.label_budget import LabelBudgetReport
 
 REPORT_CSV, COMPUTE_CSV = "report.csv", "report_compute.csv"
+METHODS = {"baseline": "supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
 ENCODER_METHODS = {"linear_probe": "pretrained encoder, linear probe", "knn": "pretrained encoder, kNN"}
-MODEL_COLUMNS = [
+REPORT_CSV_COLUMNS = [
     "method",
     "kind",
     "budget",
@@ -40,7 +38,7 @@ MODEL_COLUMNS = [
     "labels_saved",
     "money_saved",
 ]
-COMPUTE_COLUMNS = [
+COMPUTE_CSV_COLUMNS = [
     "stage",
     "device",
     "device_name",
@@ -56,35 +54,25 @@ COMPUTE_COLUMNS = [
 
 
 def model_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
-    """The rows of `report.csv`: models by labels, each SimCLRv2 model with what the baseline needs for its top-1."""
-    by_stage: dict[str, Saving] = {s.result.stage: s for s in report.savings}
+    """The rows of `report.csv`: models by labels, each SimCLRv2 model with what the baseline needs for its top-1,
+    then the encoder's."""
     settings, rows = report.settings, []
-    for result in report.results:
-        saving = by_stage.get(result.stage)
-        rows.append(
-            {
-                "method": result.method,
-                "kind": result.kind,
-                "budget": result.budget,
-                "stage": result.stage,
-                "num_labels": result.num_labels,
-                "cost_per_label": settings.cost_per_label,
-                "label_cost": report.label_cost(result.num_labels),
-                "currency": settings.currency,
-                "num_test": result.num_test,
-                "test_top1": result.top1,
-                "test_top5": result.top5,
-                "baseline_labels_needed": saving.needed.labels if saving else None,
-                "labels_needed_kind": saving.needed.kind if saving else None,
-                "labels_saved": saving.labels_saved if saving else None,
-                "money_saved": saving.money_saved if saving else None,
-            }
-        )
-    return rows + (encoder_rows(report.encoder) if report.encoder else [])
+    for model in records(report.models):
+        prices = {
+            "cost_per_label": settings.cost_per_label,
+            "label_cost": report.label_cost(model["num_labels"]),
+            "currency": settings.currency,
+        }
+        row = {"method": METHODS[model["kind"]], **model, **prices}
+        rows.append({column: row[column] for column in REPORT_CSV_COLUMNS})
+    return rows + encoder_rows(report)
 
 
-def encoder_rows(encoder: EncoderResult) -> list[dict[str, Any]]:
+def encoder_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
     """Linear probe and kNN: fitted on every training label (`num_labels`), the same for every budget."""
+    encoder = report.encoder
+    if encoder is None:
+        return []
     measures = {"linear_probe": encoder.linear_probe_top1, "knn": encoder.knn_top1}
     return [
         {
@@ -102,14 +90,12 @@ def encoder_rows(encoder: EncoderResult) -> list[dict[str, Any]]:
 
 
 def compute_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
+    """The rows of `report_compute.csv`: one per stage instance, then the total."""
     settings = report.settings
-    return [compute_row(cost, settings.device_hour_price, settings.currency) for cost in [*report.costs, report.total]]
-
-
-def compute_row(cost: StageCost, device_hour_price: float, currency: str) -> dict[str, Any]:
-    row = asdict(cost)
-    row["compute_cost"] = row.pop("cost")
-    return {**row, "device_hour_price": device_hour_price, "currency": currency}
+    return [
+        {**stage, "device_hour_price": settings.device_hour_price, "currency": settings.currency}
+        for stage in records(report.compute)
+    ]
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
@@ -121,6 +107,6 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 
 def write_csvs(report: LabelBudgetReport, out_dir: Path) -> list[str]:
     """Write both files into `out_dir`; return their names."""
-    write_csv(out_dir / REPORT_CSV, MODEL_COLUMNS, model_rows(report))
-    write_csv(out_dir / COMPUTE_CSV, COMPUTE_COLUMNS, compute_rows(report))
+    write_csv(out_dir / REPORT_CSV, REPORT_CSV_COLUMNS, model_rows(report))
+    write_csv(out_dir / COMPUTE_CSV, COMPUTE_CSV_COLUMNS, compute_rows(report))
     return [REPORT_CSV, COMPUTE_CSV]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from reports.report_data import LabelBudgetReport
-from reports.sections import PLOT_ALT, TITLE, Section, sections
-from reports.tables import Table
+from reports.label_budget import LabelBudgetReport
+from reports.text import PLOT_ALT, TITLE, Section, Table, report_headline, sections
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 64rem; margin: 2rem auto;
@@ -53,9 +52,11 @@ def html_section(section: Section, plot_png: bytes) -> str:
 
 
 def render_html(report: LabelBudgetReport, plot_png: bytes) -> str:
+    """`report.html`: the headline, then every section, the plot embedded."""
     body = "\n".join(html_section(section, plot_png) for section in sections(report))
+    headline = escape(report_headline(report))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(TITLE)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        f'<h1>{escape(TITLE)}</h1>\n<p class="headline">{escape(report.headline)}</p>\n{body}\n</body>\n</html>\n'
+        f'<h1>{escape(TITLE)}</h1>\n<p class="headline">{headline}</p>\n{body}\n</body>\n</html>\n'
     )

@@ -1,55 +1,59 @@
-"""The label-budget report of a run: for each label budget, what the labels cost, how accurate each model is, how
-many labels (and how much money) supervised training would need for the same accuracy, and what the compute cost.
-
-Built from the stage manifests only (never from training code), so it can be rebuilt from a finished run:
-
-    metrics = build_report(stage_dirs, out_dir, ReportSettings(0.10, "USD", 2.5, "CIFAR-10"))
-
-Writes into `out_dir`: report.md, report.html (self-contained), report.csv and report_compute.csv (see
-`reports.csv_export`) and accuracy_vs_labels.png.
-"""
+"""Everything the label-budget report says, computed once from the stage manifests; the text, pages, CSV and plot
+only format it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-from reports.csv_export import compute_rows, model_rows, write_csvs
-from reports.html_page import render_html
-from reports.manifests import read_manifests
-from reports.markdown import render_markdown
-from reports.plot import accuracy_plot_png
-from reports.report_data import LabelBudgetReport, assemble
-from reports.sections import PLOT_FILE
-from reports.settings import ReportSettings
+import pandas as pd
 
-MARKDOWN, HTML = "report.md", "report.html"
+from reports.compute_cost import compute_costs
+from reports.inputs import EncoderResult, ReportSettings, encoder_result, model_table, stage_table
+from reports.labels_needed import SIMCLR_KINDS, baseline_points, is_monotone, with_savings
 
 
-def report_metrics(report: LabelBudgetReport, files: list[str]) -> dict[str, Any]:
-    """What the report stage records as its metrics (JSON-able): the headline, the CSV rows, totals, assumptions."""
-    return {
-        "headline": report.headline,
-        "rows": model_rows(report),
-        "compute": compute_rows(report),
-        "total_compute_cost": report.total.cost,
-        "baseline_monotone": report.baseline_monotone,
-        "settings": asdict(report.settings),
-        "num_test": report.test_sizes,
-        "files": files,
-    }
+@dataclass(frozen=True)
+class LabelBudgetReport:
+    settings: ReportSettings
+    models: pd.DataFrame  # inputs.MODEL_COLUMNS + labels_needed.SAVING_COLUMNS, one row per model, by labels
+    encoder: EncoderResult | None
+    compute: pd.DataFrame  # inputs.STAGE_COLUMNS + compute_cost.COST_COLUMNS, one row per stage, then the total
+    num_train: int | None
+    num_classes: int | None
+
+    @property
+    def savings(self) -> pd.DataFrame:
+        """The fine-tuned and distilled models: the rows that compare with the baseline."""
+        return self.models[self.models["kind"].isin(SIMCLR_KINDS)]
+
+    @property
+    def baseline_monotone(self) -> bool:
+        return is_monotone(baseline_points(self.models))
+
+    @property
+    def budgets(self) -> list[tuple[str, int]]:
+        """(budget name, labels) of every budget some model was trained with, by labels."""
+        pairs = zip(self.models["budget"], self.models["num_labels"].tolist(), strict=True)
+        return sorted(set(pairs), key=lambda b: (b[1], b[0]))
+
+    @property
+    def test_sizes(self) -> list[int]:
+        """The distinct test set sizes (one, unless stages evaluated on different test sets)."""
+        sizes = set(self.models["num_test"].dropna().tolist()) | {self.encoder.num_test if self.encoder else None}
+        return sorted(size for size in sizes if size is not None)
+
+    def label_cost(self, num_labels: int) -> float:
+        return num_labels * self.settings.cost_per_label
 
 
-def build_report(stage_dirs: Mapping[str, Path], out_dir: Path, settings: ReportSettings) -> dict[str, Any]:
-    """Write the report of the run whose stage instances are `stage_dirs` (instance name -> stage dir) into `out_dir`
-    and return its metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = assemble(read_manifests(stage_dirs), settings)
-    plot = accuracy_plot_png(report)
-    (out_dir / PLOT_FILE).write_bytes(plot)
-    (out_dir / MARKDOWN).write_text(render_markdown(report))
-    (out_dir / HTML).write_text(render_html(report, plot))
-    return report_metrics(report, [MARKDOWN, HTML, *write_csvs(report, out_dir), PLOT_FILE])
+def assemble(manifests: Mapping[str, dict], settings: ReportSettings) -> LabelBudgetReport:
+    subsets = manifests.get("subsets", {}).get("metrics", {})
+    return LabelBudgetReport(
+        settings=settings,
+        models=with_savings(model_table(manifests), settings.cost_per_label),
+        encoder=encoder_result(manifests),
+        compute=compute_costs(stage_table(manifests), settings.device_hour_price),
+        num_train=subsets.get("num_train"),
+        num_classes=subsets.get("num_classes"),
+    )

@@ -1,8 +1,10 @@
-"""How many labels the supervised baseline needs to reach a given top-1 accuracy.
+"""How many labels the supervised baseline needs for a given top-1 accuracy, and what each SimCLRv2 model saves.
 
-Read off the baseline's measured curve: straight lines between its budgets in accuracy against log(labels), because
-accuracy grows roughly with the logarithm of the label count. Never extrapolated: above the best measured accuracy the
-answer is "beyond the measured range", at or below the accuracy of the smallest budget it is "at most N labels".
+The need is read off the baseline's measured curve: straight lines between its budgets in accuracy against
+log(labels), because accuracy grows roughly with the logarithm of the label count. Never extrapolated: above the best
+measured accuracy the answer is "beyond the measured range", at or below the accuracy of the smallest budget it is
+"at most N labels". A saving (the need minus the labels the model used, and what they cost) is claimed only for an
+estimate between two measured budgets.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
+
+import pandas as pd
 
 INTERPOLATED = "interpolated"  # `labels` is the estimate, rounded up
 AT_MOST = "at_most"  # the baseline already reaches it with `labels` (its smallest budget): no saving claimed
@@ -18,6 +23,8 @@ BEYOND = "beyond"  # the baseline never reached it; it would need more than `lab
 NO_BASELINE = "no_baseline"  # no baseline in the run: nothing to compare with
 
 Point = tuple[int, float]  # (number of labels, top-1 accuracy)
+SIMCLR_KINDS = ("finetune", "distill")
+SAVING_COLUMNS = ["baseline_labels_needed", "labels_needed_kind", "labels_saved", "money_saved"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +71,34 @@ def labels_needed(points: Sequence[Point], accuracy: float) -> LabelsNeeded:
         return LabelsNeeded(BEYOND, curve[-1][0])
     low, high = next((p, q) for p, q in pairwise(curve) if p[1] < accuracy <= q[1])
     return LabelsNeeded(INTERPOLATED, ceil_labels(log_interpolate(low, high, accuracy)))
+
+
+def baseline_points(models: pd.DataFrame) -> list[Point]:
+    """(labels, top-1) of the supervised baseline at each measured budget: the curve "labels needed" is read from."""
+    baseline = models[models["kind"] == "baseline"]
+    return list(zip(baseline["num_labels"].tolist(), baseline["test_top1"].tolist(), strict=True))
+
+
+def saving(num_labels: int, top1: float, baseline: Sequence[Point], cost_per_label: float) -> dict[str, Any]:
+    """The SAVING_COLUMNS of one SimCLRv2 model; labels_saved is negative where the baseline needs fewer labels."""
+    needed = labels_needed(baseline, top1)
+    saved = needed.labels - num_labels if needed.kind == INTERPOLATED else None  # a bound is no estimate: no saving
+    money = None if saved is None else saved * cost_per_label
+    return {
+        "baseline_labels_needed": needed.labels,
+        "labels_needed_kind": needed.kind,
+        "labels_saved": saved,
+        "money_saved": money,
+    }
+
+
+def with_savings(models: pd.DataFrame, cost_per_label: float) -> pd.DataFrame:
+    """`models` (inputs.model_table) with the SAVING_COLUMNS, filled for each fine-tuned or distilled model."""
+    baseline = baseline_points(models)
+    rows = [
+        saving(row.num_labels, row.test_top1, baseline, cost_per_label) if row.kind in SIMCLR_KINDS else {}
+        for row in models.itertuples()
+    ]
+    savings = pd.DataFrame(rows, index=models.index, columns=SAVING_COLUMNS)
+    savings = savings.astype({"baseline_labels_needed": "Int64", "labels_saved": "Int64", "money_saved": "float64"})
+    return pd.concat([models, savings], axis=1)

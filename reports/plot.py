@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import io
 
-from reports.formatting import count
-from reports.report_data import LabelBudgetReport
-from reports.results import KINDS
-from reports.tables import METHOD_NAMES
+from reports.inputs import KINDS
+from reports.label_budget import LabelBudgetReport
+from reports.text import METHOD_NAMES, count
 
 STYLES = {"baseline": ("tab:gray", "s"), "finetune": ("tab:blue", "o"), "distill": ("tab:orange", "^")}
 
@@ -24,10 +23,11 @@ def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     for kind in KINDS:
-        points = [(r.num_labels, r.top1) for r in report.results if r.kind == kind]
-        if points:
+        models = report.models[report.models["kind"] == kind]
+        if len(models):
             color, marker = STYLES[kind]
-            axes.plot(*zip(*points, strict=True), color=color, marker=marker, label=METHOD_NAMES[kind])
+            x, y = models["num_labels"].tolist(), models["test_top1"].tolist()
+            axes.plot(x, y, color=color, marker=marker, label=METHOD_NAMES[kind])
     probe = report.encoder.linear_probe_top1 if report.encoder else None
     if probe is not None:
         axes.axhline(probe, color="tab:green", linestyle="--", label="Pretrained encoder, linear probe")

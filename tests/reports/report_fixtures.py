@@ -1,13 +1,17 @@
-"""Synthetic stage outputs with known numbers: manifests as the pipeline writes them, nothing trained. (Not named
-conftest: the test modules import it, and every test folder has a conftest.)"""
+"""Synthetic stage outputs with known numbers: manifests as the pipeline writes them, nothing trained; and readers of
+the written report (CSV, table cells). (Not named conftest: the test modules import it, and every test folder has a
+conftest.)"""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from reports.settings import ReportSettings
+from reports import ReportSettings
 
 CPU = {"processes": 2, "machines": 1, "device": "cpu", "name": "Test CPU"}
 ONE_GPU = {"processes": 1, "machines": 1, "device": "cuda", "name": "Test GPU"}
@@ -55,3 +59,47 @@ def make_run(root: Path, classifiers: dict[str, tuple] = CLASSIFIERS, evaluate: 
         probe = {"linear_probe_top1": 0.9, "knn_top1": 0.88, "num_test": 500, "num_train": 2000, "knn_k": 20}
         dirs["evaluate"] = write_manifest(root / "evaluate", "evaluate", probe, ONE_GPU, 18.0)
     return dirs
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+class _Cells(HTMLParser):
+    """The text of every <td> of an HTML page, table by table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[str]] = []
+        self.inside = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append([])
+        self.inside = tag == "td"
+        if self.inside:
+            self.tables[-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.inside = self.inside and tag != "td"
+
+    def handle_data(self, data: str) -> None:
+        if self.inside:
+            self.tables[-1][-1] += data
+
+
+def html_cells(text: str) -> list[list[str]]:
+    """Body cells of every HTML table, table by table."""
+    parser = _Cells()
+    parser.feed(text)
+    return parser.tables
+
+
+def markdown_cells(text: str) -> list[list[str]]:
+    """Body cells of every Markdown table, table by table (header and rule rows left out)."""
+    tables: list[list[str]] = []
+    for block in re.findall(r"(?:^\|.*\|$\n?)+", text, flags=re.MULTILINE):
+        rows = block.strip().splitlines()[2:]
+        tables.append([cell.strip() for row in rows for cell in row.strip("|").split(" | ")])
+    return tables

@@ -1,7 +1,10 @@
+"""Labels the baseline needs for an accuracy (log-linear between measured budgets, never extrapolated), and savings."""
+
 import math
 
 import pytest
 
+from reports.inputs import model_table, read_manifests, records
 from reports.labels_needed import (
     AT_MOST,
     BEYOND,
@@ -12,6 +15,8 @@ from reports.labels_needed import (
     is_monotone,
     labels_needed,
     running_max,
+    saving,
+    with_savings,
 )
 
 CURVE = [(10, 0.40), (1000, 0.80)]
@@ -75,3 +80,39 @@ def test_ceil_labels(estimate: float, labels: int):
 
 def test_ceil_labels_absorbs_float_noise_of_exp_log():
     assert ceil_labels(math.exp(math.log(10) + 0.5 * (math.log(1000) - math.log(10)))) == 100
+
+
+def test_saving_of_an_estimate_in_labels_and_money():
+    assert saving(20, 0.5, [(20, 0.4), (200, 0.6)], 0.25) == {
+        "baseline_labels_needed": 64,
+        "labels_needed_kind": INTERPOLATED,
+        "labels_saved": 44,
+        "money_saved": 11.0,
+    }
+    assert saving(200, 0.5, [(20, 0.4), (200, 0.6)], 0.25)["labels_saved"] == -136  # the baseline needs fewer
+
+
+def test_a_bound_claims_no_saving():
+    for top1, kind, labels in [(0.9, BEYOND, 200), (0.3, AT_MOST, 20)]:
+        assert saving(20, top1, [(20, 0.4), (200, 0.6)], 0.25) == {
+            "baseline_labels_needed": labels,
+            "labels_needed_kind": kind,
+            "labels_saved": None,
+            "money_saved": None,
+        }
+
+
+def test_savings_of_every_simclr_model_and_none_for_the_baseline(stage_dirs):
+    rows = {row["stage"]: row for row in records(with_savings(model_table(read_manifests(stage_dirs)), 0.25))}
+    expected = {  # stage: (needed, kind, labels saved, money saved); the fixture's comment derives them
+        "finetune[20labels]": (64, INTERPOLATED, 44, 11.0),
+        "distill[20labels]": (113, INTERPOLATED, 93, 23.25),
+        "finetune[10pct]": (2000, BEYOND, None, None),
+        "distill[10pct]": (20, AT_MOST, None, None),
+        "baseline[20labels]": (None, None, None, None),
+    }
+    for stage, numbers in expected.items():
+        row = rows[stage]
+        assert (row["baseline_labels_needed"], row["labels_needed_kind"], row["labels_saved"], row["money_saved"]) == (
+            numbers
+        )

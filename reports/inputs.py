@@ -1,0 +1,125 @@
+"""What the report is computed from: the stage manifests, read into pandas tables, and the prices it assumes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.manifest import read_manifest, split_instance
+
+KINDS = ("baseline", "finetune", "distill")  # the models the report compares, in the order it lists them
+MODEL_COLUMNS = ["stage", "kind", "budget", "num_labels", "test_top1", "test_top5", "num_test"]
+STAGE_COLUMNS = ["stage", "device", "device_name", "processes", "machines", "wall_seconds"]
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The prices and facts the report assumes; printed in it, in plain words."""
+
+    cost_per_label: float  # price of one label, in `currency`
+    currency: str
+    device_hour_price: float  # price of one device (a GPU, or a whole CPU machine) for one hour, in `currency`
+    dataset: str  # where the images came from, as the stakeholder should read it (e.g. the data source)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], dataset: str) -> ReportSettings:
+        """From the pipeline's `report` config section; keys the report does not price (full_label_baseline) are
+        ignored, so the section can grow without breaking this."""
+        return cls(
+            cost_per_label=float(config["cost_per_label"]),
+            currency=str(config["currency"]),
+            device_hour_price=float(config["device_hour_price"]),
+            dataset=dataset,
+        )
+
+
+@dataclass(frozen=True)
+class EncoderResult:
+    """The evaluate stage: linear probe and kNN on the pretrained encoder's features."""
+
+    linear_probe_top1: float | None
+    knn_top1: float | None
+    num_train: int | None  # the probe and kNN are fitted on every training label
+    num_test: int | None
+
+
+def read_manifests(stage_dirs: Mapping[str, Path]) -> dict[str, dict]:
+    """Instance name -> its manifest, in the order given (the pipeline passes plan order)."""
+    return {name: read_manifest(stage_dir) for name, stage_dir in stage_dirs.items()}
+
+
+def budget_labels(manifests: Mapping[str, dict]) -> dict[str, int]:
+    """Budget name -> number of labels. The subsets stage is authoritative; a baseline or fine-tuning manifest fills
+    in a budget it does not list (the 100%-label baseline, or a run without the subsets stage among the inputs)."""
+    labels: dict[str, int] = {}
+    for name, manifest in manifests.items():
+        kind, budget = split_instance(name)
+        if kind in ("baseline", "finetune") and budget and "num_labels" in manifest["metrics"]:
+            labels.setdefault(budget, int(manifest["metrics"]["num_labels"]))
+    if "subsets" in manifests:
+        labels.update({budget: int(n) for budget, n in manifests["subsets"]["metrics"]["num_labels"].items()})
+    return labels
+
+
+def model_table(manifests: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per baseline / fine-tuned / distilled model (MODEL_COLUMNS), by number of labels, then in KINDS
+    order. `num_labels` is what the model's training paid for: a distilled student counts its teacher's labels."""
+    labels, rows = budget_labels(manifests), []
+    for name, manifest in manifests.items():
+        kind, budget = split_instance(name)
+        if kind not in KINDS:
+            continue
+        if budget not in labels:
+            raise ValueError(f"{name}: no stage among the inputs says how many labels budget {budget!r} has")
+        metrics = manifest["metrics"]
+        rows.append(
+            {
+                "stage": name,
+                "kind": kind,
+                "budget": budget,
+                "num_labels": labels[budget],
+                "test_top1": metrics["test_top1"],
+                "test_top5": metrics["test_top5"],
+                "num_test": metrics.get("num_test"),
+            }
+        )
+    rows.sort(key=lambda row: (row["num_labels"], KINDS.index(row["kind"])))  # stable: ties keep the given order
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS).astype({"num_labels": "int64", "num_test": "Int64"})
+
+
+def stage_table(manifests: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per stage instance (STAGE_COLUMNS), in the given order: what it ran on and for how long. `processes`
+    counts the processes over all machines (as `accelerate launch --num_processes`)."""
+    rows = []
+    for name, manifest in manifests.items():
+        devices = manifest["devices"]
+        rows.append(
+            {
+                "stage": name,
+                "device": devices.get("device", ""),
+                "device_name": devices.get("name", ""),
+                "processes": int(devices.get("processes", 1)),
+                "machines": int(devices.get("machines", 1)),
+                "wall_seconds": float(manifest["wall_seconds"]),
+            }
+        )
+    return pd.DataFrame(rows, columns=STAGE_COLUMNS)
+
+
+def encoder_result(manifests: Mapping[str, dict]) -> EncoderResult | None:
+    """The evaluate stage's linear probe and kNN of the pretrained encoder; None when it is not among the inputs."""
+    if "evaluate" not in manifests:
+        return None
+    metrics = manifests["evaluate"]["metrics"]
+    return EncoderResult(
+        metrics.get("linear_probe_top1"), metrics.get("knn_top1"), metrics.get("num_train"), metrics.get("num_test")
+    )
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as plain Python values, None where a value is missing: what JSON, CSV and the text take."""
+    return table.astype(object).where(table.notna(), None).to_dict("records")

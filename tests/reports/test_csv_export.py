@@ -1,0 +1,66 @@
+"""The two CSV files: every number of the report, the manifests' own values."""
+
+import json
+
+import pytest
+
+from tests.reports.report_fixtures import CLASSIFIERS, SETTINGS, read_csv
+
+
+def number(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def test_csv_numbers_are_the_manifest_metrics(built, stage_dirs):
+    out, metrics = built
+    rows = read_csv(out / "report.csv")
+    assert [row["stage"] for row in rows[:-2]] == [
+        "baseline[20labels]",
+        "finetune[20labels]",
+        "distill[20labels]",
+        "baseline[10pct]",
+        "finetune[10pct]",
+        "distill[10pct]",
+        "baseline[100pct]",
+    ]
+    for row in rows[:-2]:
+        source = json.loads((stage_dirs[row["stage"]] / "manifest.json").read_text())["metrics"]
+        top1, top5, _, _, _ = CLASSIFIERS[row["stage"]]
+        assert float(row["test_top1"]) == source["test_top1"] == top1
+        assert float(row["test_top5"]) == source["test_top5"] == top5
+        assert int(row["num_test"]) == source["num_test"]
+        assert float(row["label_cost"]) == pytest.approx(int(row["num_labels"]) * SETTINGS.cost_per_label)
+    assert [int(row["num_labels"]) for row in rows[:-2]] == [20, 20, 20, 200, 200, 200, 2000]
+    probe, knn = rows[-2:]
+    assert (probe["kind"], float(probe["test_top1"]), int(probe["num_labels"])) == ("linear_probe", 0.9, 2000)
+    assert (knn["kind"], float(knn["test_top1"])) == ("knn", 0.88)
+    assert metrics["rows"][1]["test_top1"] == 0.50  # the metrics hold the CSV rows
+
+
+def test_csv_labels_needed_and_saved(built):
+    out, _ = built
+    rows = {row["stage"]: row for row in read_csv(out / "report.csv")}
+    expected = {  # stage: (needed, kind, labels saved, money saved)
+        "finetune[20labels]": ("64", "interpolated", "44", 11.0),
+        "distill[20labels]": ("113", "interpolated", "93", 23.25),
+        "finetune[10pct]": ("2000", "beyond", "", None),
+        "distill[10pct]": ("20", "at_most", "", None),
+        "baseline[20labels]": ("", "", "", None),
+    }
+    for stage, (needed, kind, saved, money_saved) in expected.items():
+        row = rows[stage]
+        assert (row["baseline_labels_needed"], row["labels_needed_kind"], row["labels_saved"]) == (needed, kind, saved)
+        assert number(row["money_saved"]) == pytest.approx(money_saved)
+
+
+def test_compute_csv(built):
+    out, metrics = built
+    rows = {row["stage"]: row for row in read_csv(out / "report_compute.csv")}
+    assert (rows["pretrain"]["devices"], float(rows["pretrain"]["device_hours"])) == ("4", 4.0)
+    assert float(rows["pretrain"]["compute_cost"]) == 10.0  # 1 h x 4 GPUs x 2.50
+    assert rows["finetune[10pct]"]["devices"] == "8"  # 8 processes over 2 machines: 8 GPUs
+    assert float(rows["finetune[10pct]"]["compute_cost"]) == pytest.approx(10.0)  # 0.5 h x 8 x 2.50
+    assert rows["subsets"]["devices"] == "1"  # two CPU processes, one machine
+    stages = [row for name, row in rows.items() if name != "total"]
+    assert float(rows["total"]["compute_cost"]) == pytest.approx(sum(float(row["compute_cost"]) for row in stages))
+    assert metrics["total_compute_cost"] == pytest.approx(float(rows["total"]["compute_cost"]))

@@ -1,0 +1,75 @@
+"""Reading the stage manifests into the report's tables."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from reports import ReportSettings
+from reports.inputs import EncoderResult, encoder_result, model_table, read_manifests, records, stage_table
+from tests.reports.report_fixtures import CLASSIFIERS, make_run
+
+
+@pytest.fixture
+def manifests(stage_dirs):
+    return read_manifests(stage_dirs)
+
+
+def test_settings_from_the_pipeline_config_section():
+    section = {"cost_per_label": 0.1, "currency": "USD", "device_hour_price": 1.0, "full_label_baseline": True}
+    assert ReportSettings.from_config(section, "digits") == ReportSettings(0.1, "USD", 1.0, "digits")
+
+
+def test_models_by_labels_then_baseline_fine_tuned_distilled(manifests):
+    models = model_table(manifests)
+    assert models["stage"].tolist() == [
+        "baseline[20labels]",
+        "finetune[20labels]",
+        "distill[20labels]",
+        "baseline[10pct]",
+        "finetune[10pct]",
+        "distill[10pct]",
+        "baseline[100pct]",
+    ]
+    for row in records(models):
+        top1, top5, _, _, _ = CLASSIFIERS[row["stage"]]
+        assert (row["test_top1"], row["test_top5"], row["num_test"]) == (top1, top5, 500)
+
+
+def test_labels_come_from_the_subsets_stage_and_else_from_the_model(manifests):
+    models = model_table(manifests)
+    labels = dict(zip(models["stage"], models["num_labels"], strict=True))
+    assert labels["distill[20labels]"] == 20  # a student records no labels: it counts its teacher's
+    assert labels["baseline[100pct]"] == 2000  # not among the subsets: from its own manifest
+
+
+def test_a_budget_nobody_counted_is_an_error(tmp_path):
+    dirs = make_run(tmp_path, {"distill[5pct]": (0.5, 0.6, None, {"processes": 1, "device": "cpu"}, 1.0)})
+    with pytest.raises(ValueError, match="no stage among the inputs says how many labels budget '5pct' has"):
+        model_table(read_manifests(dirs))
+
+
+def test_what_each_stage_ran_on(manifests):
+    stages = {row["stage"]: row for row in records(stage_table(manifests))}
+    assert list(stages) == list(manifests)  # the given order
+    assert stages["finetune[10pct]"] == {
+        "stage": "finetune[10pct]",
+        "device": "cuda",
+        "device_name": "Test GPU",
+        "processes": 8,
+        "machines": 2,
+        "wall_seconds": 1800.0,
+    }
+
+
+def test_encoder_result(manifests):
+    assert encoder_result(manifests) == EncoderResult(0.9, 0.88, 2000, 500)
+    assert encoder_result({}) is None
+
+
+def test_records_are_plain_python_with_none_for_gaps():
+    table = pd.DataFrame({"labels": [20, None], "top1": [0.5, None], "kind": ["finetune", None]})
+    rows = records(table.astype({"labels": "Int64"}))
+    assert rows == [{"labels": 20, "top1": 0.5, "kind": "finetune"}, {"labels": None, "top1": None, "kind": None}]
+    assert type(rows[0]["labels"]) is int  # not a numpy scalar: JSON takes it
+    json.dumps(rows)
