@@ -1,9 +1,9 @@
 """Running one stage: in this process for a single process, under `accelerate launch` for several.
 
-In-process runs call `stages.<name>.run(config, inputs, out_dir)` directly. Launched runs build the stage's command
-line from its config (`stages.training.cli.config_to_args`), start `accelerate launch` in its own process group, hand
-every output line to a callback (the Prefect run log), and kill the whole group on failure, timeout, cancellation or
-interrupt, so no orphaned worker keeps a GPU.
+In-process runs call `stages.<name>.run(config, inputs, out_dir)` directly. Launched runs start `accelerate launch`
+in its own process group with the whole config as `--config-json` (`stages.training.cli.config_as_json`), so that the
+stage gets exactly the config the flow has, hand every output line to a callback (the Prefect run log), and kill the
+whole group on failure, timeout, cancellation or interrupt, so no orphaned worker keeps a GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import LaunchConfig
-from stages.training.cli import config_to_args
+from stages.training.cli import config_as_json
 
 log = logging.getLogger(__name__)
 KILL_GRACE_SECONDS = 10
@@ -59,7 +59,7 @@ def launch_command(
     command += [*launch.extra_args, "-m", f"stages.{module}", "--out", str(out_dir)]
     for name, path in inputs.items():
         command += [f"--{name}", str(path)]
-    return command + config_to_args(config)
+    return [*command, "--config-json", config_as_json(config)]
 
 
 def launch_env(launch: LaunchConfig) -> dict[str, str]:

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import StrictBool, StrictFloat, StrictInt
 from torch import nn
 
+from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.label_subsets import load_subset
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.metrics import prediction_agreement, top_k_metrics
@@ -35,41 +38,53 @@ from stages.models.architecture import EncoderConfig, classifier_for
 from stages.models.weights import WEIGHTS_FILE, check_same_classes, load_classifier, save_classifier, weights_file
 from stages.training.accelerator import make_accelerator
 from stages.training.batches import check_batch_size
-from stages.training.classifier_loop import check_training_config, train_classifier
+from stages.training.classifier_loop import train_classifier
 from stages.training.cli import parse_stage_args, run_and_print
 from stages.training.finish import finish_stage
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class DistillConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    student: EncoderConfig | None = None  # None: the teacher's encoder architecture (self-distillation)
-    image_size: int = 32  # side of the augmented crops (use the teacher's)
-    batch_size: int = 256  # global: images per step over all processes
-    epochs: float = 10.0  # passes over all training images
-    base_lr: float = 0.1
+    student: EncoderConfig | None = None
+    """the student's encoder, as a JSON object of its fields, e.g. '{"depth": 18, "width": 0.5}'; None: the
+    teacher's architecture (self-distillation)"""
+    image_size: Annotated[StrictInt, Ge(1)] = 32
+    """side of the augmented crops, in pixels (use the teacher's)"""
+    batch_size: Annotated[StrictInt, Ge(1)] = 256
+    """global: images per step over all processes"""
+    epochs: Annotated[StrictFloat, Gt(0)] = 10.0
+    """passes over all training images"""
+    base_lr: Annotated[StrictFloat, Gt(0)] = 0.1
+    """learning rate before scaling by the batch size"""
     lr_scaling: Literal["sqrt", "linear"] = "sqrt"
+    """lr = base_lr * sqrt(batch_size) (SimCLRv2), or base_lr * batch_size / 256"""
     optimizer: Literal["lars", "sgd"] = "lars"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    temperature: float = 1.0  # tau for both distributions (0.1 was best for self-distillation in the paper)
-    alpha: float = 0.0  # weight of the ground-truth term on the subset's labeled rows; 0 = labels unused
-    seed: int = 0
+    """LARS, or Nesterov SGD"""
+    momentum: Annotated[StrictFloat, Ge(0), Lt(1)] = 0.9
+    """momentum of either optimiser"""
+    weight_decay: Annotated[StrictFloat, Ge(0)] = 1e-4
+    """weight decay (not on BN parameters and biases)"""
+    warmup_epochs: Annotated[StrictFloat, Ge(0)] = 0.5
+    """epochs of linear learning-rate warm-up before the cosine decay"""
+    temperature: Annotated[StrictFloat, Gt(0)] = 1.0
+    """tau of both distributions (0.1 was best for self-distillation in the paper)"""
+    alpha: Annotated[StrictFloat, Ge(0), Le(1)] = 0.0
+    """weight of the ground-truth term on the subset's labeled rows; 0: labels unused"""
+    seed: StrictInt = 0
+    """seed of the student's weights, the batch order and the augmentations"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    checkpoint_every: int = 100  # optimiser steps between resumable states
-    log_every: int = 10  # steps between loss read-backs (each one syncs the device)
-    tensorboard: bool = False
-    eval_batch_size: int = 256  # images per forward pass of the test evaluation
-
-    def __post_init__(self) -> None:
-        check_training_config(self)
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0 (1.0 in SimCLRv2), got {self.temperature!r}")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1] (0 = labels unused), got {self.alpha!r}")
+    """autocast precision; bf16 on GPUs"""
+    checkpoint_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 100
+    """optimiser steps between resumable states"""
+    log_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 10
+    """steps between loss read-backs (each one syncs the device)"""
+    tensorboard: Annotated[StrictBool, SPEED_ONLY] = False
+    """log the loss and learning rate to TensorBoard under --out"""
+    eval_batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
+    """images per forward pass of the test evaluation"""
 
 
 def subset_labels(train: ImageSplit, subset: Path) -> torch.Tensor:
@@ -147,7 +162,7 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     config, inputs, out = parse_stage_args(
-        DistillConfig, __doc__, argv, inputs=("teacher",), optional_inputs=("subset",)
+        "stages.distill", DistillConfig, __doc__, argv, inputs=("teacher",), optional_inputs=("subset",)
     )
     run_and_print("stages.distill", lambda: run(config, inputs, out))
 

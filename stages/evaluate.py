@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt
+from pydantic import StrictFloat, StrictInt
 
+from stages.config_schema import config_dataclass
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.feature_quality import knn_vote_accuracy, probe_accuracy, split_features
 from stages.evaluation.metrics import top_k_metrics
@@ -31,22 +35,23 @@ log = logging.getLogger(__name__)
 INPUTS = {"classifier": "finetune, baseline or distill", "pretrain": "pretrain"}  # input -> the stages that write it
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class EvaluateConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    image_size: int = 32  # side of the centre crop fed to the network (use the training stages' image_size)
-    batch_size: int = 256  # images per forward pass
-    knn_k: int = 20
-    knn_temperature: float = 0.07  # neighbour votes are weighted by exp(cosine similarity / temperature)
-    probe_c: float = 1.0  # inverse L2 strength of the linear probe's logistic regression
-    probe_max_iter: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.knn_k < 1:
-            raise ValueError(f"knn_k must be >= 1, got {self.knn_k!r}")
-        if not self.knn_temperature > 0 or not self.probe_c > 0:
-            raise ValueError(f"knn_temperature and probe_c must be > 0, got {self.knn_temperature!r}, {self.probe_c!r}")
+    image_size: Annotated[StrictInt, Ge(1)] = 32
+    """side of the centre crop fed to the network, in pixels (use the training stages' image_size)"""
+    batch_size: Annotated[StrictInt, Ge(1)] = 256
+    """images per forward pass"""
+    knn_k: Annotated[StrictInt, Ge(1)] = 20
+    """neighbours that vote in the kNN classifier"""
+    knn_temperature: Annotated[StrictFloat, Gt(0)] = 0.07
+    """neighbour votes are weighted by exp(cosine similarity / temperature)"""
+    probe_c: Annotated[StrictFloat, Gt(0)] = 1.0
+    """inverse L2 strength of the linear probe's logistic regression"""
+    probe_max_iter: Annotated[StrictInt, Ge(1)] = 1000
+    """iterations of the linear probe's solver"""
+    seed: StrictInt = 0
+    """seed set before evaluating (torch, NumPy and Python)"""
 
 
 def classifier_metrics(path: Path, test: ImageSplit, config: EvaluateConfig, device: torch.device) -> dict:
@@ -95,7 +100,9 @@ def run(config: EvaluateConfig, inputs: dict[str, Path] | None, out_dir: Path) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, inputs, out = parse_stage_args(EvaluateConfig, __doc__, argv, optional_inputs=tuple(INPUTS))
+    config, inputs, out = parse_stage_args(
+        "stages.evaluate", EvaluateConfig, __doc__, argv, optional_inputs=tuple(INPUTS)
+    )
     if not inputs:
         sys.exit("stages.evaluate: pass --classifier DIR and/or --pretrain DIR (see --help)")
     run_and_print("stages.evaluate", lambda: run(config, inputs, out))

@@ -18,14 +18,17 @@ continues from it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
 import torch
+from annotated_types import Ge, Gt, Lt
+from pydantic import StrictBool, StrictFloat, StrictInt, model_validator
 from torch import nn
 from torch.nn.functional import cross_entropy
 
+from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.label_subsets import load_subset
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.metrics import top_k_metrics
@@ -34,38 +37,59 @@ from stages.models.heads import Classifier, build_classifier
 from stages.models.weights import WEIGHTS_FILE, load_pretrained, save_classifier, weights_file
 from stages.training.accelerator import make_accelerator
 from stages.training.batches import check_batch_size
-from stages.training.classifier_loop import check_training_config, train_classifier
+from stages.training.classifier_loop import train_classifier
 from stages.training.cli import parse_stage_args, run_and_print
 from stages.training.finish import finish_stage
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: EncoderConfig = field(default_factory=EncoderConfig)  # the supervised baseline's encoder only
-    image_size: int = 32  # side of the augmented crops
-    batch_size: int = 64  # global: labeled images per step over all processes
-    epochs: float = 60.0  # passes over the labeled subset (SimCLRv2: 60 for 1%, 30 for 10%)
-    base_lr: float = 0.005
+    model: EncoderConfig = field(default_factory=EncoderConfig)
+    """the supervised baseline's encoder; with --pretrain the pretrained one is used, and model.head_layers only
+    bounds proj_selector"""
+    image_size: Annotated[StrictInt, Ge(1)] = 32
+    """side of the augmented crops, in pixels"""
+    batch_size: Annotated[StrictInt, Ge(1)] = 64
+    """global: labeled images per step over all processes"""
+    epochs: Annotated[StrictFloat, Gt(0)] = 60.0
+    """passes over the labeled subset (SimCLRv2: 60 for 1%, 30 for 10%)"""
+    base_lr: Annotated[StrictFloat, Gt(0)] = 0.005
+    """learning rate before scaling by the batch size"""
     lr_scaling: Literal["sqrt", "linear"] = "sqrt"
+    """lr = base_lr * sqrt(batch_size) (SimCLRv2), or base_lr * batch_size / 256"""
     optimizer: Literal["lars", "sgd"] = "lars"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    warmup_epochs: float = 0.0
-    proj_selector: int = 1  # head layers kept under the classifier (ignored by the baseline, which has no head)
-    seed: int = 0
+    """LARS, or Nesterov SGD"""
+    momentum: Annotated[StrictFloat, Ge(0), Lt(1)] = 0.9
+    """momentum of either optimiser"""
+    weight_decay: Annotated[StrictFloat, Ge(0)] = 0.0
+    """weight decay (not on BN parameters and biases)"""
+    warmup_epochs: Annotated[StrictFloat, Ge(0)] = 0.0
+    """epochs of linear learning-rate warm-up before the cosine decay"""
+    proj_selector: Annotated[StrictInt, Ge(0)] = 1
+    """projection head layers kept under the classifier, 0..model.head_layers (the baseline has no head)"""
+    seed: StrictInt = 0
+    """seed of the new layer, the batch order and the augmentations"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    checkpoint_every: int = 100  # optimiser steps between resumable states
-    log_every: int = 10  # steps between loss read-backs (each one syncs the device)
-    tensorboard: bool = False
-    eval_batch_size: int = 256  # images per forward pass of the test evaluation
+    """autocast precision; bf16 on GPUs"""
+    checkpoint_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 100
+    """optimiser steps between resumable states"""
+    log_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 10
+    """steps between loss read-backs (each one syncs the device)"""
+    tensorboard: Annotated[StrictBool, SPEED_ONLY] = False
+    """log the loss and learning rate to TensorBoard under --out"""
+    eval_batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
+    """images per forward pass of the test evaluation"""
 
-    def __post_init__(self) -> None:
-        check_training_config(self)
-        if self.proj_selector < 0:
-            raise ValueError(f"proj_selector must be >= 0 (0 = no head layers), got {self.proj_selector!r}")
+    @model_validator(mode="after")
+    def _head_layer_exists(self) -> Self:
+        if self.proj_selector > self.model.head_layers:
+            raise ValueError(
+                f"proj_selector must be at most model.head_layers ({self.model.head_layers}), got {self.proj_selector}"
+            )
+        return self
 
 
 def build_finetune_model(
@@ -135,7 +159,7 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     config, inputs, out = parse_stage_args(
-        FinetuneConfig, __doc__, argv, inputs=("subset",), optional_inputs=("pretrain",)
+        "stages.finetune", FinetuneConfig, __doc__, argv, inputs=("subset",), optional_inputs=("pretrain",)
     )
     run_and_print("stages.finetune", lambda: run(config, inputs, out))
 

@@ -11,13 +11,16 @@ from it.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt
+from pydantic import StrictBool, StrictFloat, StrictInt
 from torch import nn
 
+from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches
 from stages.data.sources import DataConfig, load_splits, open_train_rows
@@ -37,31 +40,51 @@ from stages.training.loop import train_steps
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)
-    image_size: int = 32  # side of the augmented views
-    batch_size: int = 256  # global: images per step over all processes (two views each)
-    epochs: float = 10.0
-    base_lr: float = 0.1
+    image_size: Annotated[StrictInt, Ge(1)] = 32
+    """side of the augmented views, in pixels"""
+    batch_size: Annotated[StrictInt, Ge(1)] = 256
+    """global: images per step over all processes (two views each)"""
+    epochs: Annotated[StrictFloat, Gt(0)] = 10.0
+    """passes over the training images"""
+    base_lr: Annotated[StrictFloat, Gt(0)] = 0.1
+    """learning rate before scaling by the batch size"""
     lr_scaling: Literal["sqrt", "linear"] = "sqrt"
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 0.5
-    temperature: float = 0.5
-    color_strength: float = 0.5
-    blur: bool = False
-    seed: int = 0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # bf16 on GPUs
-    channels_last: bool = True  # NHWC activations: the layout tensor cores want
-    compile: bool = False  # torch.compile the model (inductor; the first steps are slow while it compiles)
-    activation_checkpointing: bool = False  # recompute each residual block in backward: less memory, ~1/3 more compute
-    in_memory: bool = True  # decode every image once and augment on the device; false: loader workers decode and
-    # crop each step (data larger than memory; data.image_size is then not applied: crops come from the originals)
-    loader_workers: int = 8  # CPU processes decoding and cropping when in_memory is false
-    checkpoint_every: int = 100  # optimiser steps between resumable states
-    log_every: int = 10  # steps between loss read-backs (each one syncs the device)
-    tensorboard: bool = False
+    """lr = base_lr * sqrt(batch_size) (SimCLRv2), or base_lr * batch_size / 256"""
+    weight_decay: Annotated[StrictFloat, Ge(0)] = 1e-4
+    """LARS weight decay (not on BN parameters and biases)"""
+    warmup_epochs: Annotated[StrictFloat, Ge(0)] = 0.5
+    """epochs of linear learning-rate warm-up before the cosine decay"""
+    temperature: Annotated[StrictFloat, Gt(0)] = 0.5
+    """NT-Xent temperature tau"""
+    color_strength: Annotated[StrictFloat, Ge(0)] = 0.5
+    """strength of the colour distortion (1.0 on ImageNet)"""
+    blur: StrictBool = False
+    """Gaussian blur on the views (on for ImageNet)"""
+    seed: StrictInt = 0
+    """seed of the initial weights, the batch order and the augmentations"""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """autocast precision; bf16 on GPUs"""
+    channels_last: Annotated[StrictBool, SPEED_ONLY] = True
+    """NHWC activations: the layout tensor cores want"""
+    compile: Annotated[StrictBool, SPEED_ONLY] = False
+    """torch.compile the model (inductor; the first steps are slow while it compiles)"""
+    activation_checkpointing: Annotated[StrictBool, SPEED_ONLY] = False
+    """recompute each residual block in backward: less memory, about 1/3 more compute"""
+    in_memory: StrictBool = True
+    """decode every image once and augment on the device; off: loader workers decode and crop each step (data
+    larger than memory; data.image_size is then not applied: crops come from the originals)"""
+    loader_workers: Annotated[StrictInt, Ge(0), SPEED_ONLY] = 8
+    """CPU processes decoding and cropping when in_memory is off"""
+    checkpoint_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 100
+    """optimiser steps between resumable states"""
+    log_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 10
+    """steps between loss read-backs (each one syncs the device)"""
+    tensorboard: Annotated[StrictBool, SPEED_ONLY] = False
+    """log the loss and learning rate to TensorBoard under --out"""
 
 
 def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
@@ -130,7 +153,7 @@ def pretraining_views(config: PretrainConfig, rank: int, world: int, device: tor
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, inputs, out = parse_stage_args(PretrainConfig, __doc__, argv)
+    config, inputs, out = parse_stage_args("stages.pretrain", PretrainConfig, __doc__, argv)
     run_and_print("stages.pretrain", lambda: run(config, inputs, out))
 
 

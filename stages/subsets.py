@@ -8,20 +8,26 @@ file name per line) replaces that budget's selection. Writes `<budget name>.json
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
-from stages.data.label_subsets import Budget, SubsetError, budget_name, load_subset, save_subset, select_subsets
+from pydantic import StrictFloat, StrictInt
+
+from stages.config_schema import config_dataclass
+from stages.data.label_subsets import SubsetError, budget_name, load_subset, save_subset, select_subsets
 from stages.data.sources import DataConfig, load_splits
 from stages.training.cli import parse_stage_args, run_and_print
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class SubsetsConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    budgets: tuple[Budget, ...] = (0.01, 0.1)
-    seed: int = 0
-    user_lists: dict[str, str] = field(default_factory=dict)  # budget name -> a user's id / file-name list
+    budgets: tuple[StrictInt | StrictFloat, ...] = (0.01, 0.1)
+    """label budgets: fractions in (0, 1] of the training images, or label counts >= 1"""
+    seed: StrictInt = 0
+    """seed of the class-balanced selection"""
+    user_lists: dict[str, str] = field(default_factory=dict)
+    """budget name -> a user's list of ids or file names, one per line, that replaces that budget's selection"""
 
 
 def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
@@ -42,7 +48,7 @@ def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    config, _, out = parse_stage_args(SubsetsConfig, "Write the label subset of every budget as JSON.", argv)
+    config, _, out = parse_stage_args("stages.subsets", SubsetsConfig, __doc__, argv)
     run_and_print("stages.subsets", lambda: run(config, None, out))
 
 

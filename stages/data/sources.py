@@ -25,14 +25,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import datasets
 import numpy as np
 import PIL.Image
 import torch
+from annotated_types import Ge, Gt, Lt
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from datasets.utils import tqdm
+from pydantic import StrictBool, StrictFloat, StrictInt
+
+from stages.config_schema import InvalidConfig, config_dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -46,24 +50,30 @@ class DataError(ValueError):
     """Bad data or data config: the message names the culprit and what to do."""
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    source: str = "digits"  # "digits" | "imagefolder:<dir>" | "disk:<dir>" | "parquet:<glob>" | "hub:<name>"
-    image_column: str = "image"
-    label_column: str = "label"
-    train_split: str = "train"
-    test_split: str = "test"
-    test_fraction: float = 0.2  # carves a stratified test split out of train when the source has none
-    image_size: int | None = None  # shorter side resized (bicubic) then centre-cropped to a square of this side
-    seed: int = 0
-    skip_bad_images: bool = False  # skip (and count) unreadable images instead of failing
+class InvalidDataConfig(InvalidConfig, DataError):
+    """A `DataConfig` value of the wrong type or out of its bounds."""
 
-    def __post_init__(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise DataError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
-        size = self.image_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise DataError(f"image_size must be a positive integer or None, got {self.image_size!r}")
+
+@config_dataclass(error=InvalidDataConfig)
+class DataConfig:
+    source: str = "digits"
+    """where the images come from: digits | imagefolder:<dir> | disk:<dir> | parquet:<glob or dir> | hub:<name>"""
+    image_column: str = "image"
+    """column holding the images"""
+    label_column: str = "label"
+    """column holding the labels: integers or class names (imagefolder: the sub-folder)"""
+    train_split: str = "train"
+    """split to train on"""
+    test_split: str = "test"
+    """split to test on; held out of the train split when the source has none"""
+    test_fraction: Annotated[StrictFloat, Gt(0), Lt(1)] = 0.2
+    """share of the train split held out, stratified, as the test split when the source has none"""
+    image_size: Annotated[StrictInt, Ge(1)] | None = None
+    """shorter side resized (bicubic), then centre-cropped to a square of this side; None: as stored"""
+    seed: StrictInt = 0
+    """seed of the held-out test split"""
+    skip_bad_images: StrictBool = False
+    """skip (and count) unreadable images instead of failing"""
 
 
 @dataclass

@@ -7,19 +7,33 @@ rebuilds either from the architecture stored in a weights file's metadata.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated, Self
 
+from annotated_types import Ge
+from pydantic import StrictBool, StrictFloat, StrictInt, model_validator
+
+from stages.config_schema import config_dataclass
 from stages.models.heads import Classifier, ProjectionHead, SimCLRModel, build_classifier
-from stages.models.resnet import build_encoder
+from stages.models.resnet import build_encoder, check_architecture
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class EncoderConfig:
-    depth: int = 18
-    width: float = 0.25
-    sk: bool = False
-    small_images: bool = True
-    head_layers: int = 3
+    depth: StrictInt = 18
+    """ResNet depth: 18 or 34 (basic blocks), 50, 101, 152 or 200 (bottleneck blocks)"""
+    width: StrictFloat = 0.25
+    """channel multiplier > 0: 1, 2, 3 in the paper, fractions for small models"""
+    sk: StrictBool = False
+    """Selective Kernels with the ResNet-D stem and shortcut (bottleneck depths only)"""
+    small_images: StrictBool = True
+    """the 3x3 stride-1 stem without max-pool, for images of 32 px or less"""
+    head_layers: Annotated[StrictInt, Ge(1)] = 3
+    """layers of the projection head (3 in SimCLRv2)"""
+
+    @model_validator(mode="after")
+    def _an_encoder_that_exists(self) -> Self:
+        check_architecture(self.depth, self.width, self.sk)
+        return self
 
 
 def build_pretrain_model(config: EncoderConfig) -> SimCLRModel:

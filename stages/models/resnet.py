@@ -145,6 +145,21 @@ def check_image_batch(images: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a B x 3 x H x W image batch, got shape {tuple(images.shape)}")
 
 
+def check_architecture(depth: int, width: float, sk: bool) -> None:
+    """The encoders that exist: a known depth, a positive width, Selective Kernels on bottleneck depths only (the
+    reference never combines them with basic blocks). Checked by `build_encoder` and by `EncoderConfig`."""
+    if depth not in STAGE_BLOCKS:
+        raise ValueError(f"depth must be one of {', '.join(map(str, STAGE_BLOCKS))}, got {depth!r}")
+    if not isinstance(width, int | float) or isinstance(width, bool) or not width > 0:
+        raise ValueError(f"width must be a number > 0 (e.g. 0.25, 1, 2, 3), got {width!r}")
+    if sk and depth in BASIC_BLOCK_DEPTHS:
+        bottlenecks = ", ".join(str(d) for d in STAGE_BLOCKS if d not in BASIC_BLOCK_DEPTHS)
+        raise ValueError(
+            f"sk must be false for depth {depth} (basic blocks); Selective Kernels need a bottleneck depth "
+            f"({bottlenecks})"
+        )
+
+
 def build_encoder(depth: int, width: float = 1, sk: bool = False, small_images: bool = False) -> ResNet:
     """Build a SimCLRv2 encoder.
 
@@ -154,13 +169,5 @@ def build_encoder(depth: int, width: float = 1, sk: bool = False, small_images: 
         sk: Selective Kernels plus the ResNet-D stem and shortcut (bottleneck depths only, as in the reference).
         small_images: the 3x3 stride-1 "CIFAR stem" without max-pool, for images of 32 px or less.
     """
-    if depth not in STAGE_BLOCKS:
-        raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {depth!r}")
-    if not isinstance(width, int | float) or isinstance(width, bool) or not width > 0:
-        raise ValueError(f"width must be a number > 0 (e.g. 0.25, 1, 2, 3), got {width!r}")
-    if sk and depth in BASIC_BLOCK_DEPTHS:
-        raise ValueError(
-            f"sk=True needs a bottleneck depth (50, 101, 152, 200); depth {depth} uses basic blocks, "
-            "which the reference never combines with Selective Kernels"
-        )
+    check_architecture(depth, width, sk)
     return ResNet(depth, width, sk, small_images)

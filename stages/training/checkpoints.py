@@ -19,6 +19,8 @@ from typing import Any
 from accelerate import Accelerator
 from torch.optim.lr_scheduler import LRScheduler
 
+from stages.config_schema import SPEED_ONLY_FIELDS
+
 log = logging.getLogger(__name__)
 
 
@@ -91,16 +93,9 @@ def resume(
 
 
 # Settings that change how fast or in how much memory a run trains, not what it trains: a run may resume under others.
-RESUMABLE_CHANGES = {
-    "checkpoint_every",
-    "log_every",
-    "tensorboard",
-    "eval_batch_size",
-    "loader_workers",
-    "compile",
-    "channels_last",
-    "activation_checkpointing",
-}
+# The config fields marked SPEED_ONLY (stages/config_schema.py); the set fills as the stage configs are defined, so a
+# config's own marks are in it before any of its checkpoints is checked.
+RESUMABLE_CHANGES = SPEED_ONLY_FIELDS
 
 
 def check_same_config(saved: dict[str, Any] | None, current: dict[str, Any] | None, checkpoint: Path) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from stages.data.augment import CropFlipAugment
 from stages.models.heads import Classifier
-from stages.optim.classifier import OPTIMIZERS, make_optimizer
+from stages.optim.classifier import make_optimizer
 from stages.optim.schedules import scale_learning_rate, warmup_cosine_scheduler
 from stages.training.batches import local_batch, step_generator
 from stages.training.global_batchnorm import global_batchnorm
@@ -38,17 +38,6 @@ class TrainingConfig(Protocol):
     checkpoint_every: int
     log_every: int
     tensorboard: bool
-
-
-def check_training_config(config: TrainingConfig) -> None:
-    if not config.epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {config.epochs!r}")
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
-    if config.checkpoint_every < 1 or config.log_every < 1:
-        raise ValueError(
-            f"checkpoint_every and log_every must be >= 1, got {config.checkpoint_every!r}, {config.log_every!r}"
-        )
 
 
 LossOf = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (model, views, batch rows) -> loss

@@ -1,199 +1,218 @@
-"""Command lines for the stages, generated from their config dataclasses, and back.
+"""The command line of a stage, derived by tyro from its config (declared as in stages/config_schema.py).
 
-Every field becomes a flag (`--batch-size 256`); fields of a nested config get its name as a prefix
-(`--data.source imagefolder:/data/train`). Booleans take true/false, lists and tuples JSON (`--budgets '[0.01, 0.1]'`),
-an optional field `none`, and an optional nested config a JSON object of its fields
-(`--student '{"depth": 18, "width": 0.5}'`). `python -m stages.<name> --help` lists the flags with their defaults.
+    python -m stages.pretrain --out runs/pretrain --epochs 20 --blur --data.source imagefolder:/data/train
 
-`config_to_args(config)` is the inverse: the flags that `parse_stage_args` turns back into an equal config, for
-running a stage as a subprocess (`accelerate launch -m stages.<name> --out DIR --<input> PATH *config_to_args(c)`).
+Every config field is a flag that `--help` lists with its help text and default. Booleans are switches (`--blur`,
+`--no-blur`; `--blur true` as older command lines wrote it still works), a nested config's fields carry its name
+(`--data.image-size 224`), an optional value takes `None`, an optional nested config (`DistillConfig.student`) a JSON
+object of its fields or `none`, a tuple or mapping several values (`--budgets 0.01 0.1`). Besides the config: `--out
+DIR` and one `--<input> PATH` per upstream artifact. `--config-json` takes a whole config as JSON (`config_as_json`),
+which the flags given with it change: the pipeline launches a stage under `accelerate launch` that way, so that the
+stage gets exactly the config the flow has.
+
+Bad input, a flag that does not parse or a value out of its bounds, ends with one line on stderr and exit status 2,
+as a stage's own bad input does in `run_and_print`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
+import re
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import tyro
+from pydantic import TypeAdapter, ValidationError
+from tyro.conf import arg
+from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
+
+from stages.config_schema import InvalidConfig
 
 Config = TypeVar("Config")
-
-
-def _flag(prefix: str, name: str) -> str:
-    return "--" + prefix + name.replace("_", "-")
-
-
-def _optional(kind: Any) -> Any | None:
-    """`X` for a type `X | None`, else None."""
-    if typing.get_origin(kind) not in (types.UnionType, typing.Union):
-        return None
-    options = [k for k in typing.get_args(kind) if k is not type(None)]
-    return options[0]
-
-
-def _parse_value(kind: Any) -> Callable[[str], Any]:
-    inner_kind = _optional(kind)
-    if inner_kind is not None:
-        inner = _parse_value(inner_kind)
-
-        def parse_optional(text: str) -> Any:
-            return None if text.lower() == "none" else inner(text)
-
-        parse_optional.__name__ = getattr(inner, "__name__", "value")  # argparse names it in "invalid ... value"
-        return parse_optional
-    if dataclasses.is_dataclass(kind):
-        return _dataclass_parser(kind)
-    if kind is bool:
-        return _parse_bool
-    if typing.get_origin(kind) in (list, tuple, dict) or kind is typing.Any:
-        return json.loads  # e.g. --budgets '[0.01, 0.1]'
-    if typing.get_origin(kind) is typing.Literal:
-        return str
-    return kind
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _dataclass_parser(cls: type) -> Callable[[str], Any]:
-    """A JSON object of `cls`'s fields -> `cls`; anything else is an argparse error that shows the expected form."""
-    fields = dataclasses.fields(cls)
-    example = json.dumps({f.name: f.default for f in fields[:2] if f.default is not dataclasses.MISSING})
-
-    def parse(text: str) -> Any:
-        try:
-            values = json.loads(text)
-            if not isinstance(values, dict):
-                raise TypeError(f"not a JSON object: {text!r}")
-            return _from_dict(cls, values)
-        except (json.JSONDecodeError, TypeError, ValueError) as error:
-            raise argparse.ArgumentTypeError(
-                f"expected a JSON object of {cls.__name__} fields ({', '.join(f.name for f in fields)}) such as "
-                f"'{example}', or none ({error})"
-            ) from None
-
-    return parse
-
-
-def _from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
-    """`cls(**values)` with nested dataclasses and tuples rebuilt from their JSON forms (dicts and lists)."""
-    hints = typing.get_type_hints(cls)
-    kwargs = dict(values)
-    for field in dataclasses.fields(cls):
-        if field.name not in kwargs:
-            continue
-        kind, value = hints[field.name], kwargs[field.name]
-        nested = _optional(kind) or kind
-        if dataclasses.is_dataclass(nested) and isinstance(value, dict):
-            kwargs[field.name] = _from_dict(nested, value)
-        elif typing.get_origin(nested) is tuple and isinstance(value, list):
-            kwargs[field.name] = tuple(value)
-    return cls(**kwargs)  # an unknown field name is a TypeError that names it
-
-
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        kind = hints[field.name]
-        if dataclasses.is_dataclass(kind):
-            _add_fields(parser, kind, prefix + field.name + ".")
-            continue
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
-        nested = _optional(kind)
-        form = f"a JSON object of {nested.__name__} fields, or none; " if dataclasses.is_dataclass(nested) else ""
-        parser.add_argument(
-            _flag(prefix, field.name),
-            dest=prefix + field.name,
-            type=_parse_value(kind),
-            default=argparse.SUPPRESS,
-            choices=choices,
-            metavar=None if choices else field.name.upper(),
-            help=f"{form}default: {default!r}",
-        )
-
-
-def _build(cls: type[Config], values: dict[str, Any], prefix: str = "") -> Config:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-        key = prefix + field.name
-        if dataclasses.is_dataclass(hints[field.name]):
-            kwargs[field.name] = _build(hints[field.name], values, key + ".")
-        elif key in values:
-            value = values[key]
-            kwargs[field.name] = tuple(value) if typing.get_origin(hints[field.name]) is tuple else value
-    return cls(**kwargs)
+REGISTRY = ConstructorRegistry()
+BOOL_WORDS = {"true": True, "false": False}
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def parse_stage_args(
+    prog: str,
     cls: type[Config],
     description: str,
     argv: list[str] | None = None,
     inputs: tuple[str, ...] = (),
     optional_inputs: tuple[str, ...] = (),
 ) -> tuple[Config, dict[str, Path], Path]:
-    """Parse `--out DIR`, one `--<input> PATH` per upstream artifact, and the config flags.
-
-    Returns (config, {input name: path}, out). Every name in `inputs` is required; a name in `optional_inputs` is in
-    the dict only when its flag was given."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="output directory of this stage (resumes if present)")
-    for name in inputs:
-        parser.add_argument(f"--{name}", type=Path, required=True, help=f"path to the {name} artifact")
-    for name in optional_inputs:
-        parser.add_argument(
-            f"--{name}", type=Path, default=argparse.SUPPRESS, help=f"path to the {name} artifact (optional)"
-        )
-    _add_fields(parser, cls)
-    values = vars(parser.parse_args(argv))
-    out = values.pop("out")
-    upstream = {name: values.pop(name) for name in (*inputs, *optional_inputs) if name in values}
-    return _build(cls, values), upstream, out
-
-
-def config_to_args(config: Any) -> list[str]:
-    """The flags for every field of `config` (a stage config dataclass) that `parse_stage_args` turns back into an
-    equal config. Each flag is one `--name=value` item, so that a value starting with '-' stays a value."""
-    return _field_args(config, "")
+    """Parse `--out DIR`, one `--<input> PATH` per upstream artifact, `--config-json` and the config flags of the
+    stage `prog` ("stages.pretrain"). Returns (config, {input name: path}, out). Every name in `inputs` is required;
+    a name in `optional_inputs` is in the dict only when its flag was given."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = command_type(cls, config_from_json(prog, cls, argv), inputs, optional_inputs)
+    try:
+        with errors_on_one_line(prog):
+            parsed = tyro.cli(
+                command,
+                args=switches_from_values(argv, bool_flags(cls)),
+                prog=f"python -m {prog}",
+                description=description,
+                registry=REGISTRY,
+            )
+    except InvalidConfig as error:
+        usage_error(prog, str(error))
+    given = {name: getattr(parsed, name) for name in (*inputs, *optional_inputs)}
+    return parsed.config, {name: path for name, path in given.items() if path is not None}, parsed.out
 
 
-def _field_args(config: Any, prefix: str) -> list[str]:
-    hints = typing.get_type_hints(type(config))
-    args = []
-    for field in dataclasses.fields(config):
-        kind, value = hints[field.name], getattr(config, field.name)
+def config_as_json(config: Any) -> str:
+    """A whole stage config as the JSON that `--config-json` reads back into an equal config."""
+    return json.dumps(dataclasses.asdict(config))
+
+
+def command_type(cls: type, base: Any | None, inputs: tuple[str, ...], optional_inputs: tuple[str, ...]) -> type:
+    """The whole command line as one dataclass for tyro: `--out`, the inputs, `--config-json`, then the fields of
+    `cls` at the top level (no `config.` prefix), with `base`'s values as their defaults."""
+    fields: list[tuple] = [("out", Annotated[Path, arg(metavar="DIR", help="output directory (resumes if present)")])]
+    fields += [(name, Annotated[Path, arg(metavar="PATH", help=f"path to the {name} artifact")]) for name in inputs]
+    fields += [
+        (name, Annotated[Path | None, arg(metavar="PATH", help=f"path to the {name} artifact (optional)")], None)
+        for name in optional_inputs
+    ]
+    json_help = "a whole config as JSON, which the flags given with it change (how the pipeline launches a stage)"
+    fields.append(("config_json", Annotated[str | None, arg(metavar="JSON", help=json_help)], None))
+    default = dataclasses.field(default_factory=cls if base is None else lambda: base)
+    fields.append(("config", Annotated[cls, arg(name="")], default))
+    return dataclasses.make_dataclass("StageCommand", fields, frozen=True)
+
+
+def config_from_json(prog: str, cls: type[Config], argv: list[str]) -> Config | None:
+    """The config of `--config-json`, if given (read before tyro parses the flags, since it sets their defaults)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config-json", "--config_json")
+    text = pre.parse_known_args(argv)[0].config_json
+    if text is None:
+        return None
+    try:
+        return TypeAdapter(cls).validate_json(text)
+    except ValidationError as error:
+        usage_error(prog, f"--config-json: {InvalidConfig(error)}")
+
+
+@REGISTRY.primitive_rule
+def optional_config_from_json(info: PrimitiveTypeInfo) -> PrimitiveConstructorSpec | None:
+    """`X | None` for a config dataclass X: one flag that takes a JSON object of X's fields, or `none` (tyro's own
+    form for it would be a choice between subcommands)."""
+    nested = optional_dataclass(info.type)
+    if nested is None:
+        return None
+    return PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="JSON|none",
+        instance_from_str=lambda args: config_or_none(nested, args[0]),
+        is_instance=lambda value: value is None or isinstance(value, nested),
+        str_from_instance=lambda value: ["none" if value is None else config_as_json(value)],
+    )
+
+
+def optional_dataclass(kind: Any) -> type | None:
+    """X for the type `X | None` where X is a dataclass; else None."""
+    if typing.get_origin(kind) not in (types.UnionType, typing.Union):
+        return None
+    options = [k for k in typing.get_args(kind) if k is not type(None)]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
+
+
+def config_or_none(cls: type[Config], text: str) -> Config | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return TypeAdapter(cls).validate_json(text)
+    except ValidationError as error:
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ValueError(
+            f"expected a JSON object of {cls.__name__} fields ({names}) or none: {InvalidConfig(error)}"
+        ) from None
+
+
+def bool_flags(cls: type, prefix: str = "") -> set[str]:
+    """The flag names of the boolean fields of `cls`, nested ones included: {"blur", "data.skip-bad-images"}."""
+    hints = typing.get_type_hints(cls)
+    flags = set()
+    for field in dataclasses.fields(cls):
+        kind, name = hints[field.name], prefix + field.name.replace("_", "-")
         if dataclasses.is_dataclass(kind):
-            args += _field_args(value, prefix + field.name + ".")
-        else:
-            args.append(f"{_flag(prefix, field.name)}={_format_value(value, kind)}")
+            flags |= bool_flags(kind, name + ".")
+        elif kind is bool:
+            flags.add(name)
+    return flags
+
+
+def switches_from_values(argv: list[str], flags: set[str]) -> list[str]:
+    """`--blur true`, `--blur=false` (booleans as older command lines wrote them) as the switches `--blur`,
+    `--no-blur`; everything else as it is."""
+    args, at = [], 0
+    while at < len(argv):
+        item = argv[at]
+        name, equals, value = item.partition("=")
+        flag = name.removeprefix("--").replace("_", "-")
+        boolean = name.startswith("--") and flag in flags
+        if boolean and not equals and at + 1 < len(argv) and argv[at + 1].lower() in BOOL_WORDS:
+            value, equals = argv[at + 1], "="
+            at += 1
+        args.append(switch(flag, BOOL_WORDS[value.lower()]) if boolean and value.lower() in BOOL_WORDS else item)
+        at += 1
     return args
 
 
-def _format_value(value: Any, kind: Any) -> str:
-    """`value` as `_parse_value(kind)` reads it back."""
-    if value is None and _optional(kind) is not None:
-        return "none"
-    if (_optional(kind) or kind) is typing.Any:
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if dataclasses.is_dataclass(value):
-        return json.dumps(dataclasses.asdict(value))
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return str(value)
+def switch(flag: str, on: bool) -> str:
+    """tyro's switch for a boolean flag: "data.skip-bad-images" -> --data.skip-bad-images / --data.no-skip-bad-images"""
+    if on:
+        return f"--{flag}"
+    prefix, dot, name = flag.rpartition(".")
+    return f"--{prefix}{dot}no-{name}"
+
+
+@contextlib.contextmanager
+def errors_on_one_line(prog: str) -> Iterator[None]:
+    """tyro reports a flag it cannot parse in a box of several lines on stderr: keep its message, on one line."""
+    captured, message = io.StringIO(), None
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    except SystemExit as stop:
+        if not stop.code:  # --help
+            raise
+        message = box_message(captured.getvalue())
+    finally:
+        if message is None:
+            sys.stderr.write(captured.getvalue())  # anything else tyro wrote, e.g. a warning
+    if message is not None:
+        usage_error(prog, message)
+
+
+def box_message(text: str) -> str:
+    """The message of tyro's error box, its rows up to the first rule, as one line (all of `text` if no box)."""
+    rows = []
+    for line in ANSI_ESCAPE.sub("", text).splitlines():
+        if not line.startswith("│"):
+            continue
+        row = line.strip("│ ")
+        if row and set(row) == {"─"}:
+            break
+        rows.append(row)
+    return " ".join(row for row in rows if row) or " ".join(text.split())
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 BAD_INPUT = (ValueError, FileNotFoundError)  # DataError, SubsetError, config and checkpoint mismatches are ValueErrors
@@ -201,7 +220,7 @@ BAD_INPUT = (ValueError, FileNotFoundError)  # DataError, SubsetError, config an
 
 def run_and_print(prog: str, run: Callable[[], dict]) -> None:
     """Run a stage and print its metrics as JSON. Bad input (and a NaN loss) ends with one line on stderr naming the
-    culprit and the fix, exit status 2 (as argparse's usage errors); SIMCLRV2_DEBUG=1 shows the traceback instead."""
+    culprit and the fix, exit status 2 (as a usage error); SIMCLRV2_DEBUG=1 shows the traceback instead."""
     from stages.training.loop import NonFiniteLossError  # here: the CLI module stays free of torch until a stage runs
 
     try:
@@ -209,6 +228,5 @@ def run_and_print(prog: str, run: Callable[[], dict]) -> None:
     except (*BAD_INPUT, NonFiniteLossError) as error:
         if os.environ.get("SIMCLRV2_DEBUG"):
             raise
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        usage_error(prog, str(error))
     print(json.dumps(metrics, indent=2))

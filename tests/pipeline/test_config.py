@@ -24,6 +24,7 @@ from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
 from stages.pretrain import EncoderConfig, PretrainConfig
 from stages.subsets import budget_name
+from stages.training.checkpoints import RESUMABLE_CHANGES
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 MINIMAL = {"experiment": "test", "budgets": [0.01, 0.1]}
@@ -63,7 +64,7 @@ def test_bundled_config_validates_and_builds_every_stage(path):
         for budget in budgets:
             built = stage_config(cfg, stage, budget)
             assert isinstance(built, STAGE_CLASSES[stage])
-            assert built.data == DataConfig(**cfg.data.model_dump())
+            assert built.data == cfg.data
 
 
 def test_no_path_means_the_quickstart():
@@ -102,8 +103,25 @@ def test_sections_have_the_dataclass_fields_minus_data_and_model():
     }
     assert set(type(cfg.distill).model_fields) == names["distill"] - {"data"} | {"per_budget"}
     assert set(type(cfg.evaluate).model_fields) == names["evaluate"] - {"data"}
-    assert set(type(cfg.data).model_fields) == {f.name for f in dataclasses.fields(DataConfig)}
-    assert set(type(cfg.model).model_fields) == {f.name for f in dataclasses.fields(EncoderConfig)}
+    assert isinstance(cfg.data, DataConfig) and isinstance(cfg.model, EncoderConfig)  # the stages' own configs
+
+
+def test_sections_take_their_bounds_defaults_and_help_from_the_stage_configs():
+    section = type(config_with().finetune).model_fields["momentum"]
+    declared = FinetuneConfig.__pydantic_fields__["momentum"]
+    assert (section.default, section.metadata, section.description) == (0.9, declared.metadata, declared.description)
+    assert declared.description == "momentum of either optimiser"
+
+
+def test_each_stage_instance_is_built_once():
+    cfg = config_with()
+    assert stage_config(cfg, "finetune", "1pct") is stage_config(cfg, "finetune", "1pct")
+    assert stage_config(cfg, "pretrain").data is cfg.data and stage_config(cfg, "pretrain").model is cfg.model
+
+
+def test_the_resumable_changes_are_the_fields_marked_speed_only():
+    speed_only = {"checkpoint_every", "log_every", "tensorboard", "eval_batch_size", "loader_workers", "compile"}
+    assert speed_only | {"channels_last", "activation_checkpointing"} == RESUMABLE_CHANGES
 
 
 def test_stage_config_fills_in_data_and_model():
@@ -247,11 +265,19 @@ def test_set_with_bad_yaml():
         (["pretrain.batch_size=0"], "pretrain.batch_size: 0 is out of range; it must be >= 1"),
         (["finetune.momentum=1.0"], "finetune.momentum: 1.0 is out of range; it must be >= 0 and < 1"),
         (["pretrain.epochs=.nan"], "pretrain.epochs: expected a finite number, got nan"),
-        (["data.test_fraction=1.5"], "data.test_fraction: must be in (0, 1), got 1.5"),
+        (["data.test_fraction=1.5"], "data.test_fraction: 1.5 is out of range; it must be > 0 and < 1"),
+        (["data.image_size=0"], "data.image_size: 0 is out of range; it must be >= 1"),
         (["model.depth=20"], "model.depth: must be one of 18, 34, 50, 101, 152, 200, got 20"),
-        (["model.sk=true"], "model.sk: must be false for depth 18 (basic blocks)"),
+        (["model.sk=true"], "model.sk: must be false for depth 18 (basic blocks); Selective Kernels need a bottleneck"),
+        (["model.width=0"], "model.width: must be a number > 0 (e.g. 0.25, 1, 2, 3), got 0"),
+        (["model.head_layers=0"], "model.head_layers: 0 is out of range; it must be >= 1"),
+        (["model.depht=50"], "model.depht: unknown key (did you mean 'depth'?); allowed keys: depth, width, sk"),
         (["distill.student.depth=20"], "distill.student.depth: must be one of 18, 34, 50, 101, 152, 200, got 20"),
-        (["finetune.proj_selector=4"], "finetune.proj_selector: 4 is above model.head_layers (3)"),
+        (["finetune.proj_selector=4"], "finetune.proj_selector: must be at most model.head_layers (3), got 4"),
+        (
+            ["model.head_layers=1", "finetune.proj_selector=2"],
+            "finetune.proj_selector: must be at most model.head_layers (1)",
+        ),
         (["budgets=[0]"], "budgets[0]: label budget 0 is below one label"),
         (["budgets=[0.01, 1.5]"], "budgets[1]: label budget 1.5 is not in (0, 1]"),
         (["budgets=[]"], "budgets: needs at least 1 item"),
@@ -260,7 +286,10 @@ def test_set_with_bad_yaml():
         (["finetune.per_budget.10pcnt.epochs=3"], "finetune.per_budget.10pcnt: '10pcnt' is not a budget name"),
         (["finetune.per_budget.10pct.epochs=0"], "finetune.per_budget.10pct.epochs: 0 is out of range; it must be > 0"),
         (["finetune.per_budget.10pct.epoch=3"], "finetune.per_budget.10pct.epoch: unknown key (did you mean 'epochs'"),
-        (["finetune.per_budget.1pct.proj_selector=5"], "finetune.per_budget.1pct.proj_selector: 5 is above"),
+        (["finetune.per_budget.1pct.proj_selector=5"], "finetune.per_budget.1pct.proj_selector: must be at most"),
+        (["distill.student.sk=true"], "distill.student.sk: must be false for depth 18"),
+        (["distill.per_budget.1pct.temperature=0"], "distill.per_budget.1pct.temperature: 0 is out of range; it must"),
+        (["pretrain.temperature=0"], "pretrain.temperature: 0 is out of range; it must be > 0"),
         (["baseline.proj_selector=1"], "baseline.proj_selector: unknown key"),
         (["launch.num_machines=2"], "launch.main_process_ip: must be set (the address of rank 0)"),
         (["launch.machine_rank=1"], "launch.machine_rank: must be < num_machines (1), got 1"),

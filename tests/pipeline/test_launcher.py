@@ -4,6 +4,8 @@ The group-kill tests start a python child that itself starts a grandchild (as `a
 workers), then check that the grandchild is gone after a timeout or a cancellation."""
 
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import socket
@@ -224,7 +226,9 @@ def flag_value(args: list[str], flag: str) -> str:
 
 
 def check_stage_args(stage_args: list[str], out: Path, inputs: dict[str, Path]) -> None:
-    config, parsed_inputs, parsed_out = parse_stage_args(PretrainConfig, "", stage_args, inputs=tuple(inputs))
+    config, parsed_inputs, parsed_out = parse_stage_args(
+        "stages.pretrain", PretrainConfig, "", stage_args, inputs=tuple(inputs)
+    )
     assert config == CONFIG and config != PretrainConfig()
     assert parsed_inputs == inputs
     assert parsed_out == out
@@ -244,6 +248,7 @@ def test_launch_command_for_two_processes_on_one_machine(tmp_path):
     assert module == "stages.pretrain"
     assert stage_args[:2] == ["--out", str(out)]
     assert flag_value(stage_args, "--teacher") == str(tmp_path / "a teacher")
+    assert json.loads(flag_value(stage_args, "--config-json")) == dataclasses.asdict(CONFIG)  # the whole config
     check_stage_args(stage_args, out, inputs)
 
 

@@ -154,3 +154,4 @@ def test_help_lists_the_inputs_and_the_config_flags():
     assert result.returncode == 0, result.stderr
     for flag in ("--out", "--teacher", "--subset", "--student", "--temperature", "--alpha", "--optimizer"):
         assert flag in result.stdout
+    assert "--student JSON|none" in result.stdout and "self-distillation" in result.stdout

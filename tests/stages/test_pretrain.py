@@ -113,13 +113,16 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_help_lists_the_config_flags():
+def test_help_lists_the_config_flags_with_their_help_text_and_default():
+    env = {**stage_env(), "COLUMNS": "200"}  # one line per flag
     result = subprocess.run(
-        [sys.executable, "-m", "stages.pretrain", "--help"], env=stage_env(), capture_output=True, text=True
+        [sys.executable, "-m", "stages.pretrain", "--help"], env=env, capture_output=True, text=True
     )
-    assert result.returncode == 0
+    assert result.returncode == 0, result.stderr
     for flag in ("--out", "--data.source", "--model.sk", "--batch-size", "--temperature", "--mixed-precision"):
         assert flag in result.stdout
+    assert "--temperature FLOAT NT-Xent temperature tau (default: 0.5)" in " ".join(result.stdout.split())
+    assert "--blur, --no-blur" in result.stdout and "--model.sk, --model.no-sk" in result.stdout
 
 
 @pytest.mark.slow

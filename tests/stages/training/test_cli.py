@@ -1,13 +1,12 @@
-"""The generated stage command lines: every stage config survives config_to_args -> parse_stage_args unchanged, through
-each stage's real `main`; optional inputs and the optional nested `--student` config parse as documented."""
+"""The stage command lines, derived by tyro from the stage configs: every config reaches the stage unchanged through
+`--config-json` (how the pipeline launches stages) and through flags, through each stage's real `main`; booleans are
+switches; bad input is one line on stderr and exit status 2; `--help` shows each flag's help text and default."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,13 +14,15 @@ import stages.distill as distill
 import stages.evaluate as evaluate
 import stages.finetune as finetune
 import stages.pretrain as pretrain
+import stages.subsets as subsets
 from stages.data.sources import DataConfig
 from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
 from stages.models.architecture import EncoderConfig
 from stages.pretrain import PretrainConfig
-from stages.training.cli import config_to_args, parse_stage_args
+from stages.subsets import SubsetsConfig
+from stages.training.cli import config_as_json, parse_stage_args
 
 DATA = DataConfig(
     source="-imagefolder:/data/my train",  # a leading '-' and a space must stay one value
@@ -39,7 +40,7 @@ TRAINING = {  # shared by the training stages, all away from every default
     "image_size": 24,
     "batch_size": 48,
     "epochs": 2.5,
-    "base_lr": 1e-05,  # written "1e-05": a value argparse alone would take for a flag
+    "base_lr": 1e-05,
     "lr_scaling": "linear",
     "weight_decay": 3e-4,
     "warmup_epochs": 0.25,
@@ -78,6 +79,7 @@ CONFIGS = {
         probe_max_iter=50,
         seed=4,
     ),
+    "subsets": SubsetsConfig(data=DATA, budgets=(0.05, 250), seed=3, user_lists={"250labels": "mine.txt"}),
 }
 MODULES = {
     "pretrain": pretrain,
@@ -85,17 +87,50 @@ MODULES = {
     "distill": distill,
     "distill-self": distill,
     "evaluate": evaluate,
+    "subsets": subsets,
 }
-INPUTS = {  # what each stage's main needs besides the config flags
+INPUTS = {  # what each stage's main needs besides the config
     "pretrain": {},
     "finetune": {"subset": Path("runs/subsets/1pct.json"), "pretrain": Path("runs/pretrain")},
     "distill": {"teacher": Path("runs/finetune"), "subset": Path("runs/subsets/10pct.json")},
     "distill-self": {"teacher": Path("runs/finetune")},
     "evaluate": {"classifier": Path("runs/distill")},
+    "subsets": {},
+}
+DATA_FLAGS = [
+    "--data.source=-imagefolder:/data/my train",
+    *("--data.image-column", "img", "--data.label-column", "y"),
+    *("--data.train-split", "training", "--data.test-split", "validation"),
+    *("--data.test-fraction", "0.25", "--data.image-size", "40", "--data.seed", "7", "--data.skip-bad-images"),
+]
+ENCODER_FLAGS = ["--depth", "50", "--width", "2.0", "--sk", "--no-small-images", "--head-layers", "2"]
+TRAINING_FLAGS = [
+    *("--image-size", "24", "--batch-size", "48", "--epochs", "2.5", "--base-lr", "1e-05", "--lr-scaling", "linear"),
+    *("--weight-decay", "3e-4", "--warmup-epochs", "0.25", "--seed", "11", "--mixed-precision", "bf16"),
+    *("--checkpoint-every", "7", "--log-every", "3", "--tensorboard"),
+]
+TRAINER_FLAGS = ["--optimizer", "sgd", "--momentum", "0.5", "--eval-batch-size", "99"]
+FLAGS = {  # the same configs as flags
+    "pretrain": [
+        *DATA_FLAGS,
+        *(f"--model.{flag[2:]}" if flag.startswith("--") else flag for flag in ENCODER_FLAGS),
+        *TRAINING_FLAGS,
+        *("--temperature", "0.2", "--color-strength", "1.0", "--blur", "--no-channels-last", "--compile"),
+        *("--activation-checkpointing", "--no-in-memory", "--loader-workers", "3"),
+    ],
+    "distill": [
+        *DATA_FLAGS,
+        "--student",
+        '{"depth": 50, "width": 2.0, "sk": true, "small_images": false, "head_layers": 2}',
+        *TRAINING_FLAGS,
+        *TRAINER_FLAGS,
+        *("--temperature", "0.1", "--alpha", "0.5"),
+    ],
+    "subsets": [*DATA_FLAGS, "--budgets", "0.05", "250", "--seed", "3", "--user-lists", "250labels", "mine.txt"],
 }
 
 
-def leaves(config: Any, prefix: str = "") -> dict[str, Any]:
+def leaves(config: object, prefix: str = "") -> dict[str, object]:
     """Every leaf field's value by its dotted name (a nested config's fields instead of the config)."""
     values = {}
     for f in dataclasses.fields(config):
@@ -104,115 +139,132 @@ def leaves(config: Any, prefix: str = "") -> dict[str, Any]:
     return values
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_every_stage_config_round_trips_through_its_command_line(name, monkeypatch, capsys):
-    config = CONFIGS[name]
-    values = leaves(config)
-    unchanged = {name for name, default in leaves(type(config)()).items() if values.get(name, ...) == default}
-    # Every flag gets a non-default value, but for the None defaults that two configs keep on purpose ("none").
-    assert unchanged <= {"student", "data.image_size"}, unchanged
-
+def run_main(name: str, config_args: list[str], monkeypatch, capsys) -> tuple:
+    """`main` of the stage with its inputs and `config_args`; returns what its `run` was called with."""
     seen = []
     monkeypatch.setattr(MODULES[name], "run", lambda *args: seen.append(args) or {})
     inputs = [item for key, path in INPUTS[name].items() for item in (f"--{key}", str(path))]
-    MODULES[name].main(["--out", "runs/out", *inputs, *config_to_args(config)])
-
-    assert seen == [(config, INPUTS[name], Path("runs/out"))]
+    MODULES[name].main(["--out", "runs/out", *inputs, *config_args])
     assert json.loads(capsys.readouterr().out) == {}
+    (called,) = seen
+    return called
 
 
-def test_config_to_args_writes_one_documented_flag_per_field():
-    args = config_to_args(CONFIGS["distill"])
-    assert args[0] == "--data.source=-imagefolder:/data/my train"
-    assert "--data.skip-bad-images=true" in args and "--tensorboard=true" in args
-    assert '--student={"depth": 50, "width": 2.0, "sk": true, "small_images": false, "head_layers": 2}' in args
-    assert "--student=none" in config_to_args(CONFIGS["distill-self"])
-    assert "--data.image-size=none" in config_to_args(CONFIGS["evaluate"])
-    assert config_to_args(EvaluateConfig()) == [
-        "--data.source=digits",
-        "--data.image-column=image",
-        "--data.label-column=label",
-        "--data.train-split=train",
-        "--data.test-split=test",
-        "--data.test-fraction=0.2",
-        "--data.image-size=none",
-        "--data.seed=0",
-        "--data.skip-bad-images=false",
-        "--image-size=32",
-        "--batch-size=256",
-        "--knn-k=20",
-        "--knn-temperature=0.07",
-        "--probe-c=1.0",
-        "--probe-max-iter=1000",
-        "--seed=0",
-    ]
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_every_stage_config_reaches_its_stage_unchanged_through_config_json(name, monkeypatch, capsys):
+    config = CONFIGS[name]
+    values = leaves(config)
+    unchanged = {name for name, default in leaves(type(config)()).items() if values.get(name, ...) == default}
+    # Every field is away from its default, but for the None defaults that two configs keep on purpose.
+    assert unchanged <= {"student", "data.image_size"}, unchanged
+
+    config_in, inputs, out = run_main(name, ["--config-json", config_as_json(config)], monkeypatch, capsys)
+    assert config_in == config and out == Path("runs/out")
+    assert inputs == (None if name == "subsets" else INPUTS[name])  # subsets takes no inputs
 
 
-# --- the generic forms ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_flags_set_every_kind_of_field(name, monkeypatch, capsys):
+    """Nested configs (--data.source), switches, None, a JSON student, tuples and mappings."""
+    config = run_main(name, FLAGS[name], monkeypatch, capsys)[0]
+    assert config == CONFIGS[name]
+    if name == "subsets":
+        assert [type(b) for b in config.budgets] == [float, int]  # 250 labels, not a fraction
 
 
-@dataclass(frozen=True)
-class Inner:
-    sizes: tuple[int, ...] = (1, 2)
-    name: str = "a"
-
-
-@dataclass(frozen=True)
-class Everything:
-    inner: Inner = field(default_factory=Inner)
-    maybe_inner: Inner | None = None
-    budgets: tuple[float, ...] = (0.01, 0.1)
-    names: list[str] = field(default_factory=list)
-    extra: Any = None
-    count: int | None = 3
-    flag: bool = False
+def test_flags_change_a_config_json():
+    base = CONFIGS["pretrain"]
+    args = ["--out", "o", "--config-json", config_as_json(base), "--epochs", "3", "--no-blur", "--data.seed", "1"]
+    config = parse_stage_args("stages.pretrain", PretrainConfig, "", args)[0]
+    data = dataclasses.replace(base.data, seed=1)
+    assert config == dataclasses.replace(base, epochs=3.0, blur=False, data=data)
 
 
 @pytest.mark.parametrize(
-    "config",
+    ("args", "blur", "skip"),
     [
-        Everything(),
-        Everything(
-            inner=Inner(sizes=(), name="none"),  # a plain str field keeps the text "none"
-            maybe_inner=Inner(sizes=(3, 4, 5), name="-b"),
-            budgets=(0.5,),
-            names=["x", "y z"],
-            extra={"any": ["json", 1.5, None]},
-            count=None,
-            flag=True,
-        ),
+        ([], False, False),
+        (["--blur", "--data.skip-bad-images"], True, True),
+        (["--no-blur", "--data.no-skip-bad-images"], False, False),
+        (["--blur", "true", "--data.skip-bad-images", "True"], True, True),  # as older command lines wrote them
+        (["--blur=false", "--data.skip_bad_images=false"], False, False),
     ],
 )
-def test_tuples_lists_any_and_optional_nested_configs_round_trip(config):
-    parsed, inputs, out = parse_stage_args(Everything, "", ["--out", "o", *config_to_args(config)])
-    assert parsed == config and inputs == {} and out == Path("o")
-    assert isinstance(parsed.budgets, tuple) and isinstance(parsed.names, list)
-    if parsed.maybe_inner is not None:
-        assert isinstance(parsed.maybe_inner, Inner) and isinstance(parsed.maybe_inner.sizes, tuple)
+def test_booleans_are_switches(args, blur, skip):
+    config = parse_stage_args("stages.pretrain", PretrainConfig, "", ["--out", "o", *args])[0]
+    assert (config.blur, config.data.skip_bad_images) == (blur, skip)
 
 
 def test_optional_inputs_are_returned_only_when_given():
     def parse(*argv: str) -> dict[str, Path]:
-        return parse_stage_args(Everything, "", ["--out", "o", *argv], ("teacher",), ("subset", "pretrain"))[1]
+        return parse_stage_args("stages.x", DistillConfig, "", ["--out", "o", *argv], ("teacher",), ("subset",))[1]
 
     assert parse("--teacher", "t") == {"teacher": Path("t")}
-    assert parse("--teacher", "t", "--pretrain=p") == {"teacher": Path("t"), "pretrain": Path("p")}
+    assert parse("--teacher", "t", "--subset=s") == {"teacher": Path("t"), "subset": Path("s")}
     with pytest.raises(SystemExit):
         parse("--subset", "s")  # the required input is still required
 
 
-@pytest.mark.parametrize("student", ["{not json", "[18]", '{"depht": 18}'])
-def test_a_bad_student_config_is_an_argparse_error_that_shows_the_form(student, capsys):
-    with pytest.raises(SystemExit):
-        parse_stage_args(DistillConfig, "", ["--out", "o", "--student", student])
-    error = capsys.readouterr().err
-    assert "argument --student: expected a JSON object of EncoderConfig fields (depth, width" in error
-    assert """such as '{"depth": 18, "width": 0.25}', or none""" in error
-
-
 def test_student_takes_json_or_none():
     def student(text: str) -> EncoderConfig | None:
-        return parse_stage_args(DistillConfig, "", ["--out", "o", "--student", text])[0].student
+        return parse_stage_args("stages.distill", DistillConfig, "", ["--out", "o", "--student", text])[0].student
 
     assert student('{"depth": 34, "width": 0.5}') == EncoderConfig(depth=34, width=0.5)
     assert student("none") is None and student("None") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "x"], "--batch-size: invalid literal for int() with base 10: 'x'"),
+        (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+        (["--temperature", "0"], "temperature must be > 0, got 0.0"),
+        (["--momentum", "1"], "momentum must be < 1, got 1.0"),
+        (["--optimizer", "adam"], "adam"),
+        (["--nosuchflag", "1"], "Unrecognized options: --nosuchflag"),
+        (["--student", "{not json"], "--student: expected a JSON object of EncoderConfig fields (depth, width, sk"),
+        (["--student", '{"depht": 18}'], "depht: Unexpected keyword argument"),
+        (["--student", '{"depth": 18, "sk": true}'], "sk must be false for depth 18"),
+        (["--config-json", "{bad"], "--config-json: Invalid JSON"),
+        (["--config-json", '{"alpha": 2}'], "--config-json: alpha must be <= 1, got 2"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(args, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_stage_args("stages.distill", DistillConfig, "", ["--out", "o", *args])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("stages.distill: error: ") and message in err, err
+
+
+def test_a_missing_out_is_one_line_too(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        parse_stage_args("stages.pretrain", PretrainConfig, "", ["--epochs", "1"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("stages.pretrain: error: ") and "--out" in err, err
+
+
+def test_help_shows_each_flags_help_text_and_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per flag
+    with pytest.raises(SystemExit) as stopped:
+        parse_stage_args("stages.distill", DistillConfig, "Stage `distill`.", ["--help"], ("teacher",), ("subset",))
+    assert stopped.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "usage: python -m stages.distill" in help_text and "Stage `distill`." in help_text
+    for text in (
+        "--out DIR",
+        "--teacher PATH",
+        "--subset PATH",
+        "--config-json JSON",
+        "--temperature FLOAT",
+        "tau of both distributions (0.1 was best for self-distillation in the paper) (default: 1.0)",
+        "--tensorboard, --no-tensorboard",
+        "--data.skip-bad-images, --data.no-skip-bad-images",
+        "--data.source STR",
+        "--student JSON|none",
+        "(default: none)",
+        "{lars,sgd}",
+    ):
+        assert text in help_text, text
