@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from pipeline.manifest import MANIFEST, read_manifest, write_manifest
 from pipeline.plan import REPORT, build_plan, select
 from pipeline.store import ExperimentLocked, experiment_lock
@@ -66,19 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_run_request(args: argparse.Namespace) -> None:
-    """Everything that can be checked before Prefect starts, so that mistakes are one line, not a failed flow."""
+def check_run_request(args: argparse.Namespace) -> ExperimentConfig:
+    """Everything that can be checked before Prefect starts, so that mistakes are one line, not a failed flow.
+    Returns the validated config, for the flow to run without loading it again."""
     cfg = load_config(args.config, args.overrides)
     plan = build_plan(cfg)
     select(plan, args.only)
     select(plan, args.force)
     with experiment_lock(cfg.runs_dir, cfg.experiment, timeout=args.wait):
         pass
+    return cfg
 
 
 def run_command(args: argparse.Namespace) -> int:
     try:
-        check_run_request(args)
+        cfg = check_run_request(args)
     except USAGE_ERRORS as error:
         print(f"simclrv2 run: {error}", file=sys.stderr)
         return 2
@@ -90,7 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
     from pipeline.flow import simclrv2_pipeline  # Prefect is imported only when a flow really runs
 
     config = str(args.config) if args.config else None
-    report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait)
+    report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait, cfg)
     print(f"report: {report}")
     headline = read_headline(Path(report).parent)
     if headline:

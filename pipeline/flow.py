@@ -31,7 +31,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.config import LaunchConfig, load_config
+from pipeline.config import ExperimentConfig, LaunchConfig, load_config
 from pipeline.launcher import run_in_process, run_stage
 from pipeline.manifest import is_complete, read_manifest, write_manifest
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
@@ -67,13 +67,16 @@ def simclrv2_pipeline(
     only: str | list[str] | None = None,
     force: str | list[str] | None = None,
     wait_for_lock: float = 0.0,
+    experiment: ExperimentConfig | None = None,
 ) -> str:
     """Run the experiment of `config` (a YAML path; None: configs/quickstart.yaml) with `--set`-style `overrides`.
 
     only: run just these stages (e.g. "finetune" or "finetune[10pct]"), from existing upstream artifacts.
     force: rerun these stages and everything downstream of them, even if finished.
-    wait_for_lock: seconds to wait when another run of the same experiment holds it (0: stop at once)."""
-    cfg = load_config(config, overrides or [])
+    wait_for_lock: seconds to wait when another run of the same experiment holds it (0: stop at once).
+    experiment: `config` with `overrides` already validated (`simclrv2 run` checks it before the flow starts), so
+    that it is not loaded twice; None (deployments): load it here."""
+    cfg = experiment if experiment is not None else load_config(config, overrides or [])
     plan = build_plan(cfg)
     targets = select(plan, parse_names(only)) if only else set(plan)
     forced = downstream(plan, select(plan, parse_names(force))) & targets if force else set()

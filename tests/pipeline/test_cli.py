@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import pipeline.cli as cli
 from pipeline.cli import main
+from pipeline.config import load_config
 from pipeline.store import experiment_lock
 
 SCRIPT = Path(sys.executable).parent / "simclrv2"
@@ -98,9 +100,24 @@ def test_a_valid_request_reaches_the_flow_with_its_arguments(tmp_path, capsys, n
     args = ["run", "--set", f"runs_dir={runs}", "--only", "pretrain", "--force", "pretrain"]
     status, out, err = run_cli(args, capsys)
     assert (status, err) == (0, "")
-    assert no_flow == [(None, [f"runs_dir={runs}"], ["pretrain"], ["pretrain"], 0.0)]
+    (call,) = no_flow
+    assert call[:5] == (None, [f"runs_dir={runs}"], ["pretrain"], ["pretrain"], 0.0)
+    assert call[5] == load_config(None, [f"runs_dir={runs}"])  # the config the check validated
     assert out == "report: runs/report/evaluation.md\n"  # no manifest there: no headline
     assert not (runs / "quickstart" / "pretrain").exists()  # the check only took and released the lock
+
+
+def test_run_validates_the_config_once(tmp_path, capsys, no_flow, monkeypatch):
+    loads = []
+
+    def counted(*args):
+        loads.append(args)
+        return load_config(*args)
+
+    monkeypatch.setattr(cli, "load_config", counted)
+    status, _, err = run_cli(["run", "--set", f"runs_dir={tmp_path}"], capsys)
+    assert (status, err) == (0, "")
+    assert len(loads) == 1 and no_flow[0][5] is not None  # the flow gets the config, so it does not load it again
 
 
 def test_help_lists_the_commands_and_the_run_options():
