@@ -67,6 +67,9 @@ def parse_stage_args(
             )
     except InvalidConfig as error:
         usage_error(prog, str(error))
+    except BrokenPipeError:  # `--help | head`: the reader stopped early, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        sys.exit(0)
     given = {name: getattr(parsed, name) for name in (*inputs, *optional_inputs)}
     return parsed.config, {name: path for name, path in given.items() if path is not None}, parsed.out
 

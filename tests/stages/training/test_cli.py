@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,7 @@ CONFIGS = {
     ),
     "subsets": SubsetsConfig(data=DATA, budgets=(0.05, 250), seed=3, user_lists={"250labels": "mine.txt"}),
 }
+ROOT = Path(__file__).resolve().parents[3]
 MODULES = {
     "pretrain": pretrain,
     "finetune": finetune,
@@ -268,3 +272,13 @@ def test_help_shows_each_flags_help_text_and_default(capsys, monkeypatch):
         "{lars,sgd}",
     ):
         assert text in help_text, text
+
+
+def test_help_read_by_a_reader_that_stops_early_is_no_error():
+    """`python -m stages.pretrain --help | head`: no traceback when the reader is gone."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "stages.pretrain", "--help"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # before anything is written: every write meets a closed pipe
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 0 and "Traceback" not in err, err
