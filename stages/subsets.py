@@ -1,6 +1,6 @@
 """Stage `subsets`: which training rows get labels under each label budget, written as checksummed JSON files.
 
-    python -m stages.subsets --out runs/subsets --budgets '[0.01, 0.1]'
+    python -m stages.subsets --out runs/subsets --budgets 0.01 0.1
 
 Subsets are class-balanced, seeded and nested (stages/data/label_subsets.py); a user's own list for a budget (one id or
 file name per line) replaces that budget's selection. Writes `<budget name>.json` per budget to `--out`.

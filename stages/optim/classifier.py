@@ -9,8 +9,6 @@ import torch
 from stages.models.heads import Classifier
 from stages.optim.lars import LARS, lars_param_groups
 
-OPTIMIZERS = ("lars", "sgd")
-
 
 def classifier_param_groups(model: Classifier, weight_decay: float) -> list[dict]:
     """LARS groups as in pretraining, except that the linear classifier's weight gets weight decay but no trust

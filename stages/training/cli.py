@@ -3,7 +3,7 @@
     python -m stages.pretrain --out runs/pretrain --epochs 20 --blur --data.source imagefolder:/data/train
 
 Every config field is a flag that `--help` lists with its help text and default. Booleans are switches (`--blur`,
-`--no-blur`; `--blur true` as older command lines wrote it still works), a nested config's fields carry its name
+`--no-blur`), a nested config's fields carry its name
 (`--data.image-size 224`), an optional value takes `None`, an optional nested config (`DistillConfig.student`) a JSON
 object of its fields or `none`, a tuple or mapping several values (`--budgets 0.01 0.1`). Besides the config: `--out
 DIR` and one `--<input> PATH` per upstream artifact. `--config-json` takes a whole config as JSON (`config_as_json`),
@@ -39,7 +39,6 @@ from stages.config_schema import InvalidConfig
 
 Config = TypeVar("Config")
 REGISTRY = ConstructorRegistry()
-BOOL_WORDS = {"true": True, "false": False}
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -60,7 +59,7 @@ def parse_stage_args(
         with errors_on_one_line(prog):
             parsed = tyro.cli(
                 command,
-                args=switches_from_values(argv, bool_flags(cls)),
+                args=argv,
                 prog=f"python -m {prog}",
                 description=description,
                 registry=REGISTRY,
@@ -142,44 +141,6 @@ def config_or_none(cls: type[Config], text: str) -> Config | None:
         raise ValueError(
             f"expected a JSON object of {cls.__name__} fields ({names}) or none: {InvalidConfig(error)}"
         ) from None
-
-
-def bool_flags(cls: type, prefix: str = "") -> set[str]:
-    """The flag names of the boolean fields of `cls`, nested ones included: {"blur", "data.skip-bad-images"}."""
-    hints = typing.get_type_hints(cls)
-    flags = set()
-    for field in dataclasses.fields(cls):
-        kind, name = hints[field.name], prefix + field.name.replace("_", "-")
-        if dataclasses.is_dataclass(kind):
-            flags |= bool_flags(kind, name + ".")
-        elif kind is bool:
-            flags.add(name)
-    return flags
-
-
-def switches_from_values(argv: list[str], flags: set[str]) -> list[str]:
-    """`--blur true`, `--blur=false` (booleans as older command lines wrote them) as the switches `--blur`,
-    `--no-blur`; everything else as it is."""
-    args, at = [], 0
-    while at < len(argv):
-        item = argv[at]
-        name, equals, value = item.partition("=")
-        flag = name.removeprefix("--").replace("_", "-")
-        boolean = name.startswith("--") and flag in flags
-        if boolean and not equals and at + 1 < len(argv) and argv[at + 1].lower() in BOOL_WORDS:
-            value, equals = argv[at + 1], "="
-            at += 1
-        args.append(switch(flag, BOOL_WORDS[value.lower()]) if boolean and value.lower() in BOOL_WORDS else item)
-        at += 1
-    return args
-
-
-def switch(flag: str, on: bool) -> str:
-    """tyro's switch for a boolean flag: "data.skip-bad-images" -> --data.skip-bad-images / --data.no-skip-bad-images"""
-    if on:
-        return f"--{flag}"
-    prefix, dot, name = flag.rpartition(".")
-    return f"--{prefix}{dot}no-{name}"
 
 
 @contextlib.contextmanager

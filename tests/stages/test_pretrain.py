@@ -129,8 +129,8 @@ def test_help_lists_the_config_flags_with_their_help_text_and_default():
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # NCHW in both: on CPU a single process's channels_last BN takes another kernel (another summation order) than
     # the all-reduce BN of two processes, which this lr amplifies to 4e-4 by step 4 and would hide what is tested.
-    steps = ["--epochs", "0.2", "--checkpoint-every", "100", "--log-every", "1", "--channels-last", "false"]
-    checkpointing = ["--activation-checkpointing", "true"]
+    steps = ["--epochs", "0.2", "--checkpoint-every", "100", "--log-every", "1", "--no-channels-last"]
+    checkpointing = ["--activation-checkpointing"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     env = {**stage_env(), "ACCELERATE_USE_CPU": "1"}
     # The two processes also recompute their blocks in backward (activation checkpointing): the recomputed global

@@ -190,13 +190,18 @@ def test_flags_change_a_config_json():
         ([], False, False),
         (["--blur", "--data.skip-bad-images"], True, True),
         (["--no-blur", "--data.no-skip-bad-images"], False, False),
-        (["--blur", "true", "--data.skip-bad-images", "True"], True, True),  # as older command lines wrote them
-        (["--blur=false", "--data.skip_bad_images=false"], False, False),
     ],
 )
 def test_booleans_are_switches(args, blur, skip):
     config = parse_stage_args("stages.pretrain", PretrainConfig, "", ["--out", "o", *args])[0]
     assert (config.blur, config.data.skip_bad_images) == (blur, skip)
+
+
+def test_a_boolean_given_a_value_is_one_line_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_stage_args("stages.pretrain", PretrainConfig, "", ["--out", "o", "--blur", "true"])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and error.count("\n") == 1 and "true" in error
 
 
 def test_optional_inputs_are_returned_only_when_given():
