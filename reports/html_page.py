@@ -7,7 +7,8 @@ import base64
 from html import escape
 
 from reports.label_budget import LabelBudgetReport
-from reports.text import PLOT_ALT, TITLE, Section, Table, report_headline, sections
+from reports.tables import Table
+from reports.text import PLOT_ALT, TITLE, Section, report_headline, sections
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 64rem; margin: 2rem auto;

@@ -7,7 +7,7 @@ import io
 
 from reports.inputs import KINDS
 from reports.label_budget import LabelBudgetReport
-from reports.text import METHOD_NAMES, count
+from reports.tables import METHOD_NAMES, count
 
 STYLES = {"baseline": ("tab:gray", "s"), "finetune": ("tab:blue", "o"), "distill": ("tab:orange", "^")}
 

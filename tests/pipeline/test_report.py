@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.flow import simclrv2_pipeline
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
-from reports.text import percent
+from reports.tables import percent
 from tests.pipeline.conftest import TINY_RUN
 
 TAB_BLUE, TAB_ORANGE = (31, 119, 180), (255, 127, 14)  # the fine-tuned and distilled lines of the plot

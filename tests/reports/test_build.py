@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reports import build_report
-from reports.text import METHOD_NAMES, budget, count, device_hours, duration, money, percent, stage_label
+from reports.tables import METHOD_NAMES, budget, count, device_hours, duration, money, percent, stage_label
 from tests.reports.report_fixtures import CLASSIFIERS, SETTINGS, html_cells, make_run, markdown_cells, read_csv
 
 HEADLINE = (
