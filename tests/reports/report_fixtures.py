@@ -17,6 +17,16 @@ CPU = {"processes": 2, "machines": 1, "device": "cpu", "name": "Test CPU"}
 ONE_GPU = {"processes": 1, "machines": 1, "device": "cuda", "name": "Test GPU"}
 FOUR_GPUS = {"processes": 4, "machines": 1, "device": "cuda", "name": "Test GPU"}
 TWO_MACHINES = {"processes": 8, "machines": 2, "device": "cuda", "name": "Test GPU"}  # 8 GPUs over 2 machines
+# The model rows of the report, in its order: by labels, then baseline, fine-tuned, distilled.
+MODELS_IN_REPORT_ORDER = [
+    "baseline[20labels]",
+    "finetune[20labels]",
+    "distill[20labels]",
+    "baseline[10pct]",
+    "finetune[10pct]",
+    "distill[10pct]",
+    "baseline[100pct]",
+]
 
 # Baseline 40% / 60% / 80% at 20 / 200 / 2,000 labels. Fine-tuned at 20 labels: 50%, halfway between 20 and 200
 # in log space -> sqrt(20 x 200) = 63.2 -> 64 labels. Distilled at 20 labels: 55%, three quarters of the way ->

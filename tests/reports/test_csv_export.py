@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.reports.report_fixtures import CLASSIFIERS, SETTINGS, read_csv
+from tests.reports.report_fixtures import CLASSIFIERS, MODELS_IN_REPORT_ORDER, SETTINGS, read_csv
 
 
 def number(text: str) -> float | None:
@@ -14,15 +14,7 @@ def number(text: str) -> float | None:
 def test_csv_numbers_are_the_manifest_metrics(built, stage_dirs):
     out, metrics = built
     rows = read_csv(out / "report.csv")
-    assert [row["stage"] for row in rows[:-2]] == [
-        "baseline[20labels]",
-        "finetune[20labels]",
-        "distill[20labels]",
-        "baseline[10pct]",
-        "finetune[10pct]",
-        "distill[10pct]",
-        "baseline[100pct]",
-    ]
+    assert [row["stage"] for row in rows[:-2]] == MODELS_IN_REPORT_ORDER
     for row in rows[:-2]:
         source = json.loads((stage_dirs[row["stage"]] / "manifest.json").read_text())["metrics"]
         top1, top5, _, _, _ = CLASSIFIERS[row["stage"]]

@@ -7,7 +7,7 @@ import pytest
 
 from reports import ReportSettings
 from reports.inputs import EncoderResult, encoder_result, model_table, read_manifests, records, stage_table
-from tests.reports.report_fixtures import CLASSIFIERS, make_run
+from tests.reports.report_fixtures import CLASSIFIERS, MODELS_IN_REPORT_ORDER, make_run
 
 
 @pytest.fixture
@@ -22,15 +22,7 @@ def test_settings_from_the_pipeline_config_section():
 
 def test_models_by_labels_then_baseline_fine_tuned_distilled(manifests):
     models = model_table(manifests)
-    assert models["stage"].tolist() == [
-        "baseline[20labels]",
-        "finetune[20labels]",
-        "distill[20labels]",
-        "baseline[10pct]",
-        "finetune[10pct]",
-        "distill[10pct]",
-        "baseline[100pct]",
-    ]
+    assert models["stage"].tolist() == MODELS_IN_REPORT_ORDER
     for row in records(models):
         top1, top5, _, _, _ = CLASSIFIERS[row["stage"]]
         assert (row["test_top1"], row["test_top5"], row["num_test"]) == (top1, top5, 500)
