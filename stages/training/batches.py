@@ -14,14 +14,17 @@ import torch
 
 from stages.data.augment import ShardedGenerator
 
+STREAM_OFFSET = 2**31  # far from every step count, and distinct modulo 2**32
+
 
 def step_generator(
     seed: int, step: int, rank: int, world: int, global_batch: int, device: torch.device, stream: int = 0
 ) -> ShardedGenerator:
     """The augmentation randomness of one step: drawn for the whole global batch from (seed, step), this process
     keeping its rows. Independent of how often the run was resumed and of how many processes share the batch.
-    `stream` separates independent uses within a step (the loader workers' crops from the device's colours)."""
-    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + stream * 2**48)
+    `stream` separates independent uses within a step (the loader workers' crops from the device's colours). A CPU
+    generator keeps only the low 32 bits of its seed, so a stream is an offset of 2**31 there, not of more."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step + stream * STREAM_OFFSET)
     return ShardedGenerator(generator, start=rank * (global_batch // world), total=global_batch)
 
 
