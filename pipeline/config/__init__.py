@@ -8,7 +8,7 @@
 """
 
 from pipeline.config.errors import ConfigError, format_error
-from pipeline.config.experiment import FULL_LABELS, ExperimentConfig, parse_budget_name, stage_config
+from pipeline.config.experiment import FULL_LABELS, ExperimentConfig, stage_config
 from pipeline.config.loading import DEFAULT_CONFIG, apply_override, load_config, parse_yaml, validate_config
 from pipeline.config.sections import BUDGET_STAGES, STAGE_CLASSES, STAGES, LaunchConfig, ReportConfig
 
@@ -25,7 +25,6 @@ __all__ = [
     "apply_override",
     "format_error",
     "load_config",
-    "parse_budget_name",
     "parse_yaml",
     "stage_config",
     "validate_config",

@@ -32,7 +32,7 @@ from pipeline.config.sections import (
     ReportConfig,
 )
 from stages.config_schema import InvalidConfig
-from stages.data.label_subsets import budget_name, check_budget
+from stages.data.label_subsets import budget_name, check_budget, parse_budget_name
 from stages.data.sources import DataConfig
 from stages.models.architecture import EncoderConfig
 
@@ -108,20 +108,6 @@ def _check_budget_key(key: str, name: str) -> None:
     `--set budgets=[...]` works on a file with entries for other budgets; a misspelt name is still caught."""
     if parse_budget_name(name) is None:
         raise ValueError(f"{key}: {name!r} is not a budget name; names look like 1pct, 12p5pct, 100pct or 250labels")
-
-
-def parse_budget_name(name: str) -> float | int | None:
-    """The budget a name stands for ("10pct" -> 0.1, "250labels" -> 250), or None if it is not a budget name."""
-    if count := re.fullmatch(r"([0-9]+)labels", name):
-        budget: float | int = int(count.group(1))
-    elif percent := re.fullmatch(r"([0-9]+(?:p[0-9]+)?)pct", name):
-        budget = float(percent.group(1).replace("p", ".")) / 100
-    else:
-        return None
-    try:
-        return budget if budget_name(budget) == name else None  # the canonical spelling only: not "010pct"
-    except ValueError:  # out of range: 0pct, 150pct, 0labels
-        return None
 
 
 def build_stage_config(cfg: ExperimentConfig, stage: str, budget: str | None) -> Any:

@@ -21,6 +21,7 @@ import math
 import numbers
 import os
 import posixpath
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,20 @@ def budget_name(budget: Budget) -> str:
         return f"{budget}labels"
     percent = f"{budget * 100:.6f}".rstrip("0").rstrip(".")  # 6 decimals hide float noise such as 7.000000000000001
     return f"{percent.replace('.', 'p')}pct"
+
+
+def parse_budget_name(name: str) -> float | int | None:
+    """The budget a name stands for ("10pct" -> 0.1, "250labels" -> 250), or None if it is not a budget name."""
+    if count := re.fullmatch(r"([0-9]+)labels", name):
+        budget: float | int = int(count.group(1))
+    elif percent := re.fullmatch(r"([0-9]+(?:p[0-9]+)?)pct", name):
+        budget = float(percent.group(1).replace("p", ".")) / 100
+    else:
+        return None
+    try:
+        return budget if budget_name(budget) == name else None  # the canonical spelling only: not "010pct"
+    except ValueError:  # out of range: 0pct, 150pct, 0labels
+        return None
 
 
 def num_labels(budget: Budget, num_rows: int, num_classes: int) -> int:

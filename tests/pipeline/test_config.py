@@ -14,7 +14,6 @@ from pipeline.config import (
     ExperimentConfig,
     apply_override,
     load_config,
-    parse_budget_name,
     stage_config,
     validate_config,
 )
@@ -23,7 +22,6 @@ from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
 from stages.pretrain import EncoderConfig, PretrainConfig
-from stages.subsets import budget_name
 from stages.training.checkpoints import RESUMABLE_CHANGES
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -155,16 +153,6 @@ def test_full_label_baseline_adds_the_100pct_budget_to_the_baseline_only():
     assert list(cfg.budget_names("baseline")) == ["1pct", "10pct", "100pct"]
     assert list(cfg.budget_names("finetune")) == ["1pct", "10pct"]
     assert stage_config(cfg, "baseline", "100pct").epochs == 5
-
-
-@pytest.mark.parametrize("budget", [0.01, 0.1, 0.125, 0.07, 1.0, 10, 250])
-def test_budget_names_parse_back(budget):
-    assert parse_budget_name(budget_name(budget)) == budget
-
-
-@pytest.mark.parametrize("name", ["0pct", "150pct", "010pct", "1p0pct", "0labels", "10pcnt", "pct", "1 pct"])
-def test_what_is_not_a_budget_name(name):
-    assert parse_budget_name(name) is None
 
 
 def test_entries_for_budgets_not_in_the_run_are_kept_but_unused():

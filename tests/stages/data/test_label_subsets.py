@@ -13,6 +13,7 @@ from stages.data.label_subsets import (
     budget_name,
     indices_sha256,
     load_subset,
+    parse_budget_name,
     save_subset,
     select_subsets,
     water_fill,
@@ -50,6 +51,16 @@ def test_budget_names_are_stable_and_file_name_safe(budget, name):
 
 
 # --- selection -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0.01, 0.1, 0.125, 0.07, 1.0, 10, 250])
+def test_budget_names_parse_back(budget):
+    assert parse_budget_name(budget_name(budget)) == budget
+
+
+@pytest.mark.parametrize("name", ["0pct", "150pct", "010pct", "1p0pct", "0labels", "10pcnt", "pct", "1 pct"])
+def test_what_is_not_a_budget_name(name):
+    assert parse_budget_name(name) is None
 
 
 def test_fraction_and_count_sizes_and_balance(digits_labels):
