@@ -14,7 +14,7 @@ import importlib.metadata
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = ("stages", "reports")  # the code whose content decides results; pipeline/ only orchestrates
+PROJECT_PACKAGES = ("stages", "reports", "pipeline")  # stages/ never imports pipeline/ (tests/stages/test_layering.py)
 DISTRIBUTION = "simclrv2-pipeline"
 
 

@@ -52,8 +52,13 @@ class InvalidConfig(ValueError):
         super().__init__("; ".join(problem_line(p) for p in self.problems))
 
 
-BOUND_SYMBOLS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-BOUND_NAMES = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+# pydantic's error type for each kind of bound -> the bound's name (as in annotated_types' Gt, Ge, ...) and symbol
+BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
 
 
 def problem_line(problem: Mapping[str, Any]) -> str:
@@ -63,8 +68,9 @@ def problem_line(problem: Mapping[str, Any]) -> str:
     if kind == "value_error":  # a rule's own message, which starts with the field it is about
         message = str(ctx.get("error", problem["msg"]))
         return f"{key}.{message}" if key else message
-    if kind in BOUND_SYMBOLS:
-        return f"{key} must be {BOUND_SYMBOLS[kind]} {ctx[BOUND_NAMES[kind]]:g}, got {value!r}"
+    if kind in BOUNDS:
+        name, symbol = BOUNDS[kind]
+        return f"{key} must be {symbol} {ctx[name]:g}, got {value!r}"
     return f"{key + ': ' if key else ''}{problem['msg']}, got {value!r}"
 
 

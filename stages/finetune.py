@@ -3,10 +3,10 @@
     python -m stages.finetune --out runs/finetune --subset runs/subsets/1pct.json --pretrain runs/pretrain
     python -m stages.finetune --out runs/baseline --subset runs/subsets/1pct.json --model.depth 50
 
-Inputs: `--subset FILE` (a label subset file, see stages/subsets.py) and, optionally, `--pretrain DIR` (the pretrain
-stage's output). With `--pretrain` the classifier is the pretrained encoder plus the first `--proj-selector` layers of
-its projection head plus a zero-initialised linear layer (docs/simclrv2.md#projection-head). Without it this is the
-supervised baseline: the same training on the same labels from a random `--model.*` encoder, without a head.
+Inputs: `--subset FILE` (a label subset file, see stages/data/label_subsets.py) and, optionally, `--pretrain DIR` (the
+pretrain stage's output). With `--pretrain` the classifier is the pretrained encoder plus the first `--proj-selector`
+layers of its projection head plus a zero-initialised linear layer (docs/simclrv2.md#projection-head). Without it this
+is the supervised baseline: the same training on the same labels from a random `--model.*` encoder, without a head.
 
 Training follows docs/simclrv2.md#fine-tuning-and-distillation: crop + flip only, cross-entropy, BN in train mode, LARS,
 lr = base_lr * sqrt(batch), no weight decay, no warmup, cosine decay per step. Writes `model.safetensors` (the
@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 import torch
 from annotated_types import Ge, Gt, Lt
-from pydantic import StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic import StrictBool, StrictFloat, StrictInt
 from torch import nn
 from torch.nn.functional import cross_entropy
 
@@ -48,8 +48,7 @@ log = logging.getLogger(__name__)
 class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: EncoderConfig = field(default_factory=EncoderConfig)
-    """the supervised baseline's encoder; with --pretrain the pretrained one is used, and model.head_layers only
-    bounds proj_selector"""
+    """the supervised baseline's encoder; with --pretrain the pretrained one is used"""
     image_size: Annotated[StrictInt, Ge(1)] = 32
     """side of the augmented crops, in pixels"""
     batch_size: Annotated[StrictInt, Ge(1)] = 64
@@ -69,7 +68,7 @@ class FinetuneConfig:
     warmup_epochs: Annotated[StrictFloat, Ge(0)] = 0.0
     """epochs of linear learning-rate warm-up before the cosine decay"""
     proj_selector: Annotated[StrictInt, Ge(0)] = 1
-    """projection head layers kept under the classifier, 0..model.head_layers (the baseline has no head)"""
+    """projection head layers kept under the classifier, 0 up to the pretrained head's layers (the baseline has none)"""
     seed: StrictInt = 0
     """seed of the new layer, the batch order and the augmentations"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -82,14 +81,6 @@ class FinetuneConfig:
     """log the loss and learning rate to TensorBoard under --out"""
     eval_batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
     """images per forward pass of the test evaluation"""
-
-    @model_validator(mode="after")
-    def _head_layer_exists(self) -> Self:
-        if self.proj_selector > self.model.head_layers:
-            raise ValueError(
-                f"proj_selector must be at most model.head_layers ({self.model.head_layers}), got {self.proj_selector}"
-            )
-        return self
 
 
 def build_finetune_model(
@@ -119,7 +110,7 @@ def labeled_rows(subset: Path, train: ImageSplit, batch_size: int, world: int) -
 def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     if "subset" not in inputs:
-        raise ValueError("finetune needs the 'subset' input: a label subset file (see stages/subsets.py)")
+        raise ValueError("finetune needs the 'subset' input: a label subset file (see stages/data/label_subsets.py)")
     pretrain = inputs.get("pretrain")
     if pretrain is not None:
         weights_file(pretrain, "pretrain")  # fail before loading data or creating directories

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from stages.config_schema import BOUNDS
+
 UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")  # in a section; in a stage config (a dataclass)
-BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ def format_error(error: Mapping[str, Any], root: type[BaseModel]) -> str:
         return f"{key}: needs at least {ctx.get('min_length')} item, got {show(value)}"
     if kind == "finite_number":
         return f"{key}: expected a finite number, got {show(value)}"
-    if kind in BOUND_ERRORS:
+    if kind in BOUNDS:
         return f"{key}: {show(value)} is out of range; it must be {_range(metadata) or error['msg'].lower()}"
     if annotation is not None and (kind.endswith(("_type", "_parsing")) or kind == "int_from_float"):
         return f"{key}: expected {describe(annotation)}, got {show(value)}"
@@ -140,8 +141,7 @@ def describe(kind: Any) -> str:
 
 def _range(metadata: Sequence[Any]) -> str:
     """Constraints such as Ge(0), Lt(1) as ">= 0 and < 1"."""
-    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-    parts = [f"{symbol} {getattr(m, name)}" for m in metadata for name, symbol in symbols.items() if hasattr(m, name)]
+    parts = [f"{symbol} {getattr(m, name)}" for m in metadata for name, symbol in BOUNDS.values() if hasattr(m, name)]
     return " and ".join(p for p in parts if not p.endswith(" None"))
 
 

@@ -3,9 +3,9 @@ validated.
 
 `finetune`, `baseline` and `distill` run once per budget; their `per_budget: {<budget name>: {...}}` overrides any of
 their keys for one budget (SimCLRv2 fine-tunes 60 epochs on 1% and 30 on 10%). Budget names are those of
-`stages.subsets.budget_name` (1pct, 12p5pct, 250labels; 100pct for the full-label baseline). Entries of `subsets`
-and `per_budget` for budgets that are not in `budgets` are kept but unused, so `--set budgets=[...]` works on any
-file; a key that is no budget name at all is an error. `stage_config` gives a stage instance's config dataclass,
+`stages.data.label_subsets.budget_name` (1pct, 12p5pct, 250labels; 100pct for the full-label baseline). Entries of
+`subsets` and `per_budget` for budgets that are not in `budgets` are kept but unused, so `--set budgets=[...]` works on
+any file; a key that is no budget name at all is an error. `stage_config` gives a stage instance's config dataclass,
 with `data` and `model` filled in.
 """
 
@@ -35,6 +35,7 @@ from stages.config_schema import InvalidConfig
 from stages.data.label_subsets import budget_name, check_budget, parse_budget_name
 from stages.data.sources import DataConfig
 from stages.models.architecture import EncoderConfig
+from stages.models.heads import proj_selector_problem
 
 FULL_LABELS = 1.0  # the budget of the optional 100%-label baseline
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -112,8 +113,8 @@ def _check_budget_key(key: str, name: str) -> None:
 
 def build_stage_config(cfg: ExperimentConfig, stage: str, budget: str | None) -> Any:
     """The config dataclass of one stage instance: its section with the budget's `per_budget` keys applied and the
-    experiment's `data` and `model` filled in. The config's own rules run here (proj_selector <= head_layers); a
-    problem names its key, e.g. `finetune.per_budget.1pct.proj_selector: ...`."""
+    experiment's `data` and `model` filled in. The config's own rules run here, and fine-tuning's head layer must
+    exist in the head that pretraining builds; a problem names its key (`finetune.per_budget.1pct.proj_selector`)."""
     section = getattr(cfg, stage)
     values = {name: getattr(section, name) for name in type(section).model_fields if name != "per_budget"}
     override = section.per_budget.get(budget) if budget is not None else None
@@ -121,12 +122,19 @@ def build_stage_config(cfg: ExperimentConfig, stage: str, budget: str | None) ->
         values |= {name: getattr(override, name) for name in override.model_fields_set}  # a written null too
     cls = STAGE_CLASSES[stage]
     values |= {name: getattr(cfg, name) for name in ("data", "model") if name in cls.__pydantic_fields__}
+    key = (stage, "per_budget", budget) if override is not None else (stage,)
     try:
-        return cls(**values)
+        config = cls(**values)
     except InvalidConfig as error:
-        key = (stage, "per_budget", budget) if override is not None else (stage,)
         lines = [format_error({**p, "loc": (*key, *p["loc"])}, type(cfg)) for p in error.problems]
         raise ValueError("; ".join(lines)) from None
+    if stage == "finetune":  # fine-tuning keeps layers of the head that pretraining builds with `model`
+        problem = proj_selector_problem(config.proj_selector, cfg.model.head_layers)
+        if problem:
+            raise ValueError(
+                f"{'.'.join(map(str, key))}.proj_selector: {problem}; model.head_layers is {cfg.model.head_layers}"
+            )
+    return config
 
 
 def stage_config(cfg: ExperimentConfig, stage: str, budget: str | None = None) -> Any:

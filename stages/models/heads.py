@@ -79,6 +79,13 @@ class Classifier(nn.Module):
         return self.fc(self.features(images))
 
 
+def proj_selector_problem(proj_selector: int, head_layers: int) -> str | None:
+    """What is wrong with keeping `proj_selector` layers of a head of `head_layers` layers, or None."""
+    if 0 <= proj_selector <= head_layers:
+        return None
+    return f"must be in 0..{head_layers} (the layers of the projection head), got {proj_selector!r}"
+
+
 def build_classifier(
     encoder: nn.Module, head: ProjectionHead | None, num_classes: int, proj_selector: int = 1
 ) -> Classifier:
@@ -89,9 +96,9 @@ def build_classifier(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
-    num_layers = len(head.layers) if head is not None else 0
-    if not 0 <= proj_selector <= num_layers:
-        raise ValueError(f"proj_selector must be in 0..{num_layers} (layers in the head), got {proj_selector!r}")
+    problem = proj_selector_problem(proj_selector, len(head.layers) if head is not None else 0)
+    if problem:
+        raise ValueError(f"proj_selector {problem}")
     kept = nn.ModuleList(head.layers[:proj_selector]) if head is not None else nn.ModuleList()
     feature_dim = head.dim_at(proj_selector) if head is not None else encoder.out_dim
     return Classifier(encoder, kept, feature_dim, num_classes)

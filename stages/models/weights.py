@@ -92,7 +92,7 @@ def architecture_of(metadata: dict[str, str], file: Path) -> EncoderConfig:
         )
     try:
         return EncoderConfig(**json.loads(metadata["architecture"]))
-    except (json.JSONDecodeError, TypeError) as error:
+    except (ValueError, TypeError) as error:  # bad JSON, unknown keys or values out of bounds
         raise ValueError(f"{file}: its 'architecture' metadata is not a valid encoder config ({error})") from None
 
 

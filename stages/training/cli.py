@@ -102,9 +102,9 @@ def config_from_json(prog: str, cls: type[Config], argv: list[str]) -> Config | 
     if text is None:
         return None
     try:
-        return TypeAdapter(cls).validate_json(text)
-    except ValidationError as error:
-        usage_error(prog, f"--config-json: {InvalidConfig(error)}")
+        return config_from_text(cls, text)
+    except InvalidConfig as error:
+        usage_error(prog, f"--config-json: {error}")
 
 
 @REGISTRY.primitive_rule
@@ -135,12 +135,18 @@ def config_or_none(cls: type[Config], text: str) -> Config | None:
     if text.lower() == "none":
         return None
     try:
+        return config_from_text(cls, text)
+    except InvalidConfig as error:
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ValueError(f"expected a JSON object of {cls.__name__} fields ({names}) or none: {error}") from None
+
+
+def config_from_text(cls: type[Config], text: str) -> Config:
+    """A config from the JSON of its fields; every problem, bad JSON included, as one `InvalidConfig`."""
+    try:
         return TypeAdapter(cls).validate_json(text)
     except ValidationError as error:
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ValueError(
-            f"expected a JSON object of {cls.__name__} fields ({names}) or none: {InvalidConfig(error)}"
-        ) from None
+        raise InvalidConfig(error) from None
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ def no_flow(monkeypatch):
     """A stand-in for pipeline.flow: Prefect is not imported, and a test fails if the flow would start."""
     calls = []
     fake = types.ModuleType("pipeline.flow")
-    fake.simclrv2_pipeline = lambda *args, **kwargs: calls.append(args) or "runs/report/evaluation.md"
+    fake.simclrv2_pipeline = lambda *args, **kwargs: calls.append(args) or "runs/report/report.html"
     monkeypatch.setitem(sys.modules, "pipeline.flow", fake)
     return calls
 
@@ -103,7 +103,7 @@ def test_a_valid_request_reaches_the_flow_with_its_arguments(tmp_path, capsys, n
     (call,) = no_flow
     assert call[:5] == (None, [f"runs_dir={runs}"], ["pretrain"], ["pretrain"], 0.0)
     assert call[5] == load_config(None, [f"runs_dir={runs}"])  # the config the check validated
-    assert out == "report: runs/report/evaluation.md\n"  # no manifest there: no headline
+    assert out == "report: runs/report/report.html\n"  # no manifest there: no headline
     assert not (runs / "quickstart" / "pretrain").exists()  # the check only took and released the lock
 
 

@@ -13,7 +13,7 @@ STAGES = ("stages.subsets", "stages.pretrain", "stages.finetune", "stages.distil
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A copy of the project's packages that a test may edit."""
-    for package in ("stages", "reports"):
+    for package in ("stages", "reports", "pipeline"):
         shutil.copytree(PROJECT_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
@@ -59,6 +59,8 @@ def test_files_follow_imports_and_enclosing_packages():
         ("stages/models/resnet.py", {"stages.pretrain", "stages.finetune", "stages.distill", "stages.evaluate"}),
         ("stages/data/sources.py", set(STAGES) - {"reports"}),
         ("reports/__init__.py", {"reports"}),
+        ("pipeline/manifest.py", {"reports"}),  # the report reads the manifests through it
+        ("pipeline/flow.py", set()),  # orchestration runs no stage's code
     ],
 )
 def test_an_edit_changes_the_version_of_the_stages_that_run_the_file_only(project, file, expected):

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -107,6 +107,16 @@ def test_finetuning_starts_from_the_pretrained_encoder_and_first_head_layer(pret
         assert torch.equal(loaded[key.replace("head.layers.", "head_layers.")], saved[key]), key
     assert len(model.head_layers) == 1  # layers 2 and 3 of the head are dropped
     assert model.fc.in_features == 8 * 8  # width 0.125: 64 encoder features, kept by the d -> d head layer
+
+
+def test_the_head_layer_is_checked_against_the_pretrained_head_not_the_model_flags(pretrained):
+    layers = TINY.head_layers  # the pretrained head's, whatever --model.head-layers says
+    model = build_finetune_model(tiny_config(proj_selector=layers, model=replace(TINY, head_layers=1)), pretrained, 10)[
+        0
+    ]
+    assert len(model.head_layers) == layers
+    with pytest.raises(ValueError, match=rf"proj_selector must be in 0..{layers} \(the layers of the projection head"):
+        build_finetune_model(tiny_config(proj_selector=layers + 1), pretrained, 10)
 
 
 def test_finetune_run_from_pretrain_writes_a_classifier_that_keeps_the_head_layer(tmp_path, pretrained, subsets):

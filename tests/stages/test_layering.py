@@ -1,5 +1,6 @@
 """The shape of stages/: stage programs import building blocks only, and nothing in stages/ imports the pipeline,
-the reports or Prefect, so that every stage runs alone under `python -m` or `accelerate launch`."""
+the reports or Prefect, so that every stage runs alone under `python -m` or `accelerate launch`. Imports are
+absolute and name their module, so that a stage's code version (pipeline/code_version.py) can follow them."""
 
 import ast
 from pathlib import Path
@@ -36,3 +37,11 @@ def test_nothing_in_stages_imports_the_pipeline_the_reports_or_prefect():
     for path in STAGES.rglob("*.py"):
         roots = {name.split(".")[0] for name in imported_modules(path)}
         assert not roots & {"pipeline", "reports", "prefect"}, path
+
+
+def test_imports_are_absolute_and_name_the_module_they_come_from():
+    for path in STAGES.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}:{node.lineno}: a relative import"
+                assert node.module != "stages", f"{path}:{node.lineno}: import from the defining module instead"
