@@ -6,7 +6,9 @@ Built from the stage manifests only (never from training code), so it can be reb
     metrics = build_report(stage_dirs, out_dir, ReportSettings(0.10, "USD", 2.5, "CIFAR-10"))
 
 Writes into `out_dir`: report.md, report.html (self-contained), report.csv and report_compute.csv (see
-`reports.csv_export`) and accuracy_vs_labels.png.
+`reports.csv_export`) and accuracy_vs_labels.png. When the predict stage is among the inputs (instance name
+`predict`), the report also says how far its pre-labels can be trusted (`reports.prelabeling`) and writes
+report_prelabeling.csv.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from reports.html_page import render_html
 from reports.inputs import ReportSettings, read_manifests
 from reports.label_budget import LabelBudgetReport, assemble
 from reports.plot import accuracy_plot_png
+from reports.prelabeling import prelabel_headline, prelabel_rows, read_prelabeling
 from reports.text import PLOT_FILE, render_markdown, report_headline
 
 MARKDOWN, HTML = "report.md", "report.html"
@@ -37,6 +40,8 @@ def report_metrics(report: LabelBudgetReport, files: list[str]) -> dict[str, Any
         "baseline_monotone": report.baseline_monotone,
         "settings": asdict(report.settings),
         "num_test": report.test_sizes,
+        "prelabeling": prelabel_rows(report.prelabeling),  # [] without the predict stage
+        "prelabel_headline": prelabel_headline(report.prelabeling) if report.prelabeling else None,
         "files": files,
     }
 
@@ -46,7 +51,9 @@ def build_report(stage_dirs: Mapping[str, Path], out_dir: Path, settings: Report
     and return its metrics."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = assemble(read_manifests(stage_dirs), settings)
+    manifests = read_manifests(stage_dirs)
+    prelabeling = read_prelabeling(stage_dirs, manifests, settings.prelabel_target_accuracy)
+    report = assemble(manifests, settings, prelabeling)
     plot = accuracy_plot_png(report)
     (out_dir / PLOT_FILE).write_bytes(plot)
     (out_dir / MARKDOWN).write_text(render_markdown(report))

@@ -1,9 +1,12 @@
-"""Every number of the report, machine-readable, in two CSV files (their columns differ too much for one table):
+"""Every number of the report, machine-readable, in CSV files (their columns differ too much for one table):
 
 - `report.csv`: one row per model (method x budget), then the pretrained encoder's linear probe and kNN: labels,
   label cost, test accuracy, labels the baseline needs, labels and money saved. Accuracies are fractions (0.653),
   not percentages; a blank cell is a number that does not apply (e.g. savings of a baseline row).
 - `report_compute.csv`: one row per stage instance, then a `total` row: devices, wall seconds, device-hours, cost.
+- `report_prelabeling.csv` (only when the run has the predict stage): one row per confidence threshold: test images
+  at or above it, their accuracy and its 95% Wilson interval, unlabeled images at or above it (reports.prelabeling);
+  `chosen` marks the threshold the headline reports.
 
 Floats are written in full precision, so a reader gets the very numbers the manifests hold.
 """
@@ -17,8 +20,10 @@ from typing import Any
 
 from reports.inputs import records
 from reports.label_budget import LabelBudgetReport
+from reports.prelabeling import CSV_COLUMNS as PRELABEL_CSV_COLUMNS
+from reports.prelabeling import prelabel_rows
 
-REPORT_CSV, COMPUTE_CSV = "report.csv", "report_compute.csv"
+REPORT_CSV, COMPUTE_CSV, PRELABEL_CSV = "report.csv", "report_compute.csv", "report_prelabeling.csv"
 METHODS = {"baseline": "supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
 ENCODER_METHODS = {"linear_probe": "pretrained encoder, linear probe", "knn": "pretrained encoder, kNN"}
 REPORT_CSV_COLUMNS = [
@@ -106,7 +111,11 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 
 
 def write_csvs(report: LabelBudgetReport, out_dir: Path) -> list[str]:
-    """Write both files into `out_dir`; return their names."""
+    """Write the files into `out_dir` (the pre-labeling one only with the predict stage); return their names."""
     write_csv(out_dir / REPORT_CSV, REPORT_CSV_COLUMNS, model_rows(report))
     write_csv(out_dir / COMPUTE_CSV, COMPUTE_CSV_COLUMNS, compute_rows(report))
-    return [REPORT_CSV, COMPUTE_CSV]
+    if report.prelabeling is None:
+        (out_dir / PRELABEL_CSV).unlink(missing_ok=True)  # a rebuild into the same folder leaves no stale table
+        return [REPORT_CSV, COMPUTE_CSV]
+    write_csv(out_dir / PRELABEL_CSV, PRELABEL_CSV_COLUMNS, prelabel_rows(report.prelabeling))
+    return [REPORT_CSV, COMPUTE_CSV, PRELABEL_CSV]

@@ -8,7 +8,7 @@ from html import escape
 
 from reports.label_budget import LabelBudgetReport
 from reports.tables import Table
-from reports.text import PLOT_ALT, TITLE, Section, report_headline, sections
+from reports.text import PLOT_ALT, TITLE, Section, headlines, sections
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 64rem; margin: 2rem auto;
@@ -53,11 +53,11 @@ def html_section(section: Section, plot_png: bytes) -> str:
 
 
 def render_html(report: LabelBudgetReport, plot_png: bytes) -> str:
-    """`report.html`: the headline, then every section, the plot embedded."""
+    """`report.html`: the headlines, then every section, the plot embedded."""
     body = "\n".join(html_section(section, plot_png) for section in sections(report))
-    headline = escape(report_headline(report))
+    top = "\n".join(f'<p class="headline">{escape(line)}</p>' for line in headlines(report))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(TITLE)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        f'<h1>{escape(TITLE)}</h1>\n<p class="headline">{headline}</p>\n{body}\n</body>\n</html>\n'
+        f"<h1>{escape(TITLE)}</h1>\n{top}\n{body}\n</body>\n</html>\n"
     )

@@ -24,16 +24,20 @@ class ReportSettings:
     currency: str
     device_hour_price: float  # price of one device (a GPU, or a whole CPU machine) for one hour, in `currency`
     dataset: str  # where the images came from, as the stakeholder should read it (e.g. the data source)
+    # Pre-labeling: the accuracy a confidence threshold must reach on the test set (its 95% Wilson lower bound).
+    prelabel_target_accuracy: float = 0.95
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], dataset: str) -> ReportSettings:
         """From the pipeline's `report` config section; keys the report does not price (full_label_baseline) are
-        ignored, so the section can grow without breaking this."""
+        ignored, so the section can grow without breaking this, and a key added later gets its default when an
+        older run's config lacks it."""
         return cls(
             cost_per_label=float(config["cost_per_label"]),
             currency=str(config["currency"]),
             device_hour_price=float(config["device_hour_price"]),
             dataset=dataset,
+            prelabel_target_accuracy=float(config.get("prelabel_target_accuracy", 0.95)),  # absent in older runs
         )
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from reports.compute_cost import compute_costs
 from reports.inputs import EncoderResult, ReportSettings, encoder_result, model_table, stage_table
 from reports.labels_needed import SIMCLR_KINDS, baseline_points, is_monotone, with_savings
+
+if TYPE_CHECKING:  # reports.prelabeling formats its section with reports.tables, which imports this module
+    from reports.prelabeling import Prelabeling
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class LabelBudgetReport:
     compute: pd.DataFrame  # inputs.STAGE_COLUMNS + compute_cost.COST_COLUMNS, one row per stage, then the total
     num_train: int | None
     num_classes: int | None
+    prelabeling: Prelabeling | None = None  # the predict stage's pre-labels; None without that stage
 
     @property
     def savings(self) -> pd.DataFrame:
@@ -47,7 +52,9 @@ class LabelBudgetReport:
         return num_labels * self.settings.cost_per_label
 
 
-def assemble(manifests: Mapping[str, dict], settings: ReportSettings) -> LabelBudgetReport:
+def assemble(
+    manifests: Mapping[str, dict], settings: ReportSettings, prelabeling: Prelabeling | None = None
+) -> LabelBudgetReport:
     subsets = manifests.get("subsets", {}).get("metrics", {})
     return LabelBudgetReport(
         settings=settings,
@@ -56,4 +63,5 @@ def assemble(manifests: Mapping[str, dict], settings: ReportSettings) -> LabelBu
         compute=compute_costs(stage_table(manifests), settings.device_hour_price),
         num_train=subsets.get("num_train"),
         num_classes=subsets.get("num_classes"),
+        prelabeling=prelabeling,
     )

@@ -20,6 +20,7 @@ STAGE_NAMES = {
     "finetune": "Fine-tuning",
     "distill": "Distillation",
     "evaluate": "Evaluating the pretrained encoder",
+    "predict": "Pre-labeling the unlabeled images",
 }
 DEVICE_NAMES = {"cuda": "GPU", "cpu": "CPU machine"}
 

@@ -10,6 +10,7 @@ from typing import Any
 from reports.inputs import records
 from reports.label_budget import LabelBudgetReport
 from reports.labels_needed import AT_MOST, BEYOND, INTERPOLATED
+from reports.prelabeling import prelabel_headline, prelabel_notes, prelabel_table
 from reports.tables import (
     Table,
     accuracy_table,
@@ -23,6 +24,7 @@ from reports.tables import (
 TITLE = "Label-budget report"
 PLOT_FILE = "accuracy_vs_labels.png"
 PLOT_ALT = "Top-1 accuracy against number of labels, one line per method"
+PRELABEL_TITLE = "Pre-labels for the unlabeled images"
 MODEL_NAMES = {"finetune": "the fine-tuned model", "distill": "the distilled model"}  # in the headline
 TOP_K_NOTE = (
     "Top-1: the share of test images whose most likely class is the right one. Top-5: the share where the right "
@@ -76,6 +78,15 @@ def headline(savings: Sequence[dict[str, Any]], currency: str) -> str:
 
 def report_headline(report: LabelBudgetReport) -> str:
     return headline(records(report.savings), report.settings.currency)
+
+
+def headlines(report: LabelBudgetReport) -> list[str]:
+    """What the top of both pages says: the label-budget headline, then the pre-labeling one when the run made
+    pre-labels."""
+    lines = [report_headline(report)]
+    if report.prelabeling is not None:
+        lines.append(prelabel_headline(report.prelabeling))
+    return lines
 
 
 # --- notes ----------------------------------------------------------------------------------------------------------
@@ -156,11 +167,16 @@ class Section:
 
 def sections(report: LabelBudgetReport) -> list[Section]:
     """The report's sections in order, as both pages show them."""
-    encoder = encoder_note(report)
+    encoder, prelabeling = encoder_note(report), report.prelabeling
     return [
         Section("Accuracy per label budget", accuracy_table(report), (TOP_K_NOTE, *([encoder] if encoder else []))),
         Section("Accuracy against number of labels", plot=True),
         Section("Labels the supervised baseline would need", savings_table(report), (SAVINGS_NOTE,)),
+        *(
+            [Section(PRELABEL_TITLE, prelabel_table(prelabeling), prelabel_notes(prelabeling))]
+            if prelabeling is not None
+            else []
+        ),
         Section("Compute cost", compute_table(report)),
         Section("Assumptions", bullets=tuple(assumptions(report))),
     ]
@@ -190,8 +206,10 @@ def markdown_section(section: Section) -> list[str]:
 
 
 def render_markdown(report: LabelBudgetReport) -> str:
-    """`report.md`: the headline, then every section; the plot is linked as PLOT_FILE next to it."""
-    lines = [f"# {TITLE}", "", f"**{report_headline(report)}**", ""]
+    """`report.md`: the headlines, then every section; the plot is linked as PLOT_FILE next to it."""
+    lines = [f"# {TITLE}", ""]
+    for line in headlines(report):
+        lines += [f"**{line}**", ""]
     for section in sections(report):
         lines += markdown_section(section)
     return "\n".join(lines)

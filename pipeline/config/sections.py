@@ -92,6 +92,8 @@ class ReportConfig(BaseModel):
     currency: str = Field("USD", min_length=1, max_length=12)
     device_hour_price: float = Field(1.0, ge=0)  # price of one device (GPU, or CPU machine) for one hour
     full_label_baseline: bool = False  # also train the supervised baseline on 100% of the labels
+    # pre-labels: the accuracy a confidence threshold must reach on the test set (its 95% Wilson lower bound)
+    prelabel_target_accuracy: float = Field(0.95, gt=0, le=1)
 
 
 class LaunchConfig(BaseModel):
