@@ -31,9 +31,9 @@ from torch import nn
 
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.label_subsets import load_subset
-from stages.data.sources import DataConfig, ImageSplit, load_splits
+from stages.data.sources import UNLABELED, DataConfig, ImageSplit, load_splits
 from stages.evaluation.metrics import prediction_agreement, top_k_metrics
-from stages.losses.distillation import UNLABELED, distillation_loss
+from stages.losses.distillation import distillation_loss
 from stages.models.architecture import EncoderConfig, classifier_for
 from stages.models.weights import WEIGHTS_FILE, check_same_classes, load_classifier, save_classifier, weights_file
 from stages.training.accelerator import make_accelerator

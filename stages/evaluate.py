@@ -12,6 +12,7 @@ features) and a cosine kNN classifier on the same features. Every image goes thr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import field
@@ -63,16 +64,24 @@ def classifier_metrics(path: Path, test: ImageSplit, config: EvaluateConfig, dev
 def pretrain_metrics(
     path: Path, train: ImageSplit, test: ImageSplit, config: EvaluateConfig, device: torch.device
 ) -> dict:
-    """Linear probe and kNN on the same features: the encoder runs once per split."""
+    """Linear probe and kNN, trained on every labeled training image, on the same features: the encoder runs once per
+    split."""
     encoder = load_pretrained(path)[0].encoder.to(device)
-    train_features, test_features = split_features(encoder, train, test, config.image_size, config.batch_size, device)
-    probe = probe_accuracy(
-        train_features, train.labels, test_features, test.labels, config.probe_c, config.probe_max_iter
+    labeled = labeled_rows(train)
+    features, test_features = split_features(encoder, labeled, test, config.image_size, config.batch_size, device)
+    probe = probe_accuracy(features, labeled.labels, test_features, test.labels, config.probe_c, config.probe_max_iter)
+    knn = knn_vote_accuracy(features, labeled.labels, test_features, test.labels, config.knn_k, config.knn_temperature)
+    return {"linear_probe_top1": probe, "knn_top1": knn, "knn_k": config.knn_k, "num_train": len(labeled)}
+
+
+def labeled_rows(train: ImageSplit) -> ImageSplit:
+    """The training images that have a label (all of them in a fully labeled dataset)."""
+    if bool(train.labeled.all()):
+        return train
+    rows = train.labeled.nonzero().flatten()
+    return dataclasses.replace(
+        train, images=train.images[rows], labels=train.labels[rows], ids=[train.ids[r] for r in rows.tolist()]
     )
-    knn = knn_vote_accuracy(
-        train_features, train.labels, test_features, test.labels, config.knn_k, config.knn_temperature
-    )
-    return {"linear_probe_top1": probe, "knn_top1": knn, "knn_k": config.knn_k, "num_train": len(train)}
 
 
 def run(config: EvaluateConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:

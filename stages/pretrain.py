@@ -23,7 +23,7 @@ from torch import nn
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches
-from stages.data.sources import DataConfig, load_splits, open_train_rows
+from stages.data.sources import DataConfig, load_train, open_train_rows
 from stages.data.views import InMemoryViews, PairedViews, StreamedViews
 from stages.losses.nt_xent import nt_xent
 from stages.models.architecture import EncoderConfig, build_pretrain_model
@@ -145,7 +145,7 @@ def pretraining_views(config: PretrainConfig, rank: int, world: int, device: tor
     """Where each step's two views come from: images decoded once and kept on the device, or loader workers."""
     augment = SimCLRAugment(config.image_size, config.color_strength, config.blur)
     if config.in_memory:
-        train, _ = load_splits(config.data)
+        train = load_train(config.data)  # every training image, labeled or not
         return InMemoryViews(train.images.to(device), augment, config.batch_size, config.seed, rank, world)
     rows = open_train_rows(config.data)
     crops = CropBatches(rows, config.data, config.image_size, config.batch_size, config.seed, rank, world)

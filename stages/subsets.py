@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 from pydantic import StrictFloat, StrictInt
 
@@ -22,8 +23,8 @@ from stages.training.cli import parse_stage_args, run_and_print
 @config_dataclass
 class SubsetsConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    budgets: tuple[StrictInt | StrictFloat, ...] = (0.01, 0.1)
-    """label budgets: fractions in (0, 1] of the training images, or label counts >= 1"""
+    budgets: tuple[StrictInt | StrictFloat | Literal["all"], ...] = (0.01, 0.1)
+    """label budgets: fractions in (0, 1] of the labeled training images, label counts >= 1, or all"""
     seed: StrictInt = 0
     """seed of the class-balanced selection"""
     user_lists: dict[str, str] = field(default_factory=dict)
@@ -33,7 +34,7 @@ class SubsetsConfig:
 def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
     """Write `<budget name>.json` for every budget into `out_dir`: selected here, or read from the user's list for
     that budget (then checked against the data and saved in our checksummed form). Returns name -> label count."""
-    train, _ = load_splits(config.data)
+    train, test = load_splits(config.data)
     selected = select_subsets(train.labels, list(config.budgets), config.seed)
     unknown = sorted(set(config.user_lists) - set(selected))
     if unknown:
@@ -44,7 +45,14 @@ def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) ->
         rows = load_subset(config.user_lists[name], train.ids) if name in config.user_lists else selected[name]
         record = save_subset(Path(out_dir) / f"{name}.json", rows, train.labels, train.ids, budget, config.seed)
         metrics[name] = record["num_labels"]
-    return {"num_labels": metrics, "num_train": len(train.labels), "num_classes": train.num_classes}
+    return {
+        "num_labels": metrics,
+        "num_train": len(train.labels),
+        "num_labeled": int(train.labeled.sum()),
+        "num_classes": train.num_classes,
+        "num_test": len(test),
+        "test_labels_held_out": int(train.held_out.sum()) if train.held_out is not None else 0,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

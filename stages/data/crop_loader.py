@@ -30,7 +30,9 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from stages.data.augment import crop_boxes
-from stages.data.sources import DataConfig, DataError, path_of, to_rgb
+from stages.data.decoding import path_of, to_rgb
+from stages.data.errors import DataError
+from stages.data.sources import DataConfig
 from stages.training.batches import local_batch, step_generator
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """Label subsets: which training rows get labels under each budget, saved as checksummed files.
 
-A budget is a fraction of the training set (float in (0, 1]) or a number of labels (int >= 1). For `k` labels:
+A budget is a fraction of the labeled training images (float in (0, 1]), a number of labels (int >= 1), or `all`
+(every label there is). Unlabeled rows (label -1) are never drawn. For `k` labels:
 - water-filling over classes: every class gets the same count as far as its size allows; full classes are capped and
   their share spread over the others; the `r` labels left over go one each to the first `r` classes (not yet full)
   of one seeded random class order;
@@ -15,12 +16,12 @@ name per line, like ImageNet's `1percent.txt`, or a JSON list) are matched to ro
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
 import numbers
 import os
-import posixpath
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +29,13 @@ from typing import Any
 
 import torch
 
+from stages.data.ids import match_names
+from stages.data.sources import UNLABELED
 from stages.training.files import write_text_atomic
 
-Budget = float | int  # float in (0, 1]: a fraction of the training set; int >= 1: an absolute number of labels
+Budget = float | int | str  # float in (0, 1]: a fraction of the labels; int >= 1: a number of labels; "all"
+ALL = "all"  # the budget of every label there is
+CSV_IMAGE_COLUMN = "image"  # the column of image ids in a CSV list (stages/data/labels_file.py)
 
 
 class SubsetError(ValueError):
@@ -41,8 +46,10 @@ class SubsetError(ValueError):
 
 
 def check_budget(budget: Any) -> Budget:
-    """The budget as a plain int or float; bools, strings, NaN and out-of-range values are refused."""
-    accepted = "a fraction in (0, 1] (e.g. 0.01 for 1%) or an integer number of labels >= 1"
+    """The budget as a plain int, float or "all"; bools, other strings, NaN and out-of-range values are refused."""
+    accepted = "a fraction in (0, 1] (e.g. 0.01 for 1%), an integer number of labels >= 1, or 'all'"
+    if budget == ALL:
+        return ALL
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
         raise SubsetError(f"label budget {budget!r} is not a number; use {accepted}")
     if isinstance(budget, numbers.Integral):
@@ -56,8 +63,11 @@ def check_budget(budget: Any) -> Budget:
 
 
 def budget_name(budget: Budget) -> str:
-    """A stable, file-name safe name: 0.01 -> "1pct", 0.125 -> "12p5pct", 1.0 -> "100pct", 250 -> "250labels"."""
+    """A stable, file-name safe name: 0.01 -> "1pct", 0.125 -> "12p5pct", 1.0 -> "100pct", 250 -> "250labels",
+    "all" -> "all"."""
     budget = check_budget(budget)
+    if budget == ALL:
+        return ALL
     if isinstance(budget, int):
         return f"{budget}labels"
     percent = f"{budget * 100:.6f}".rstrip("0").rstrip(".")  # 6 decimals hide float noise such as 7.000000000000001
@@ -65,7 +75,10 @@ def budget_name(budget: Budget) -> str:
 
 
 def parse_budget_name(name: str) -> float | int | None:
-    """The budget a name stands for ("10pct" -> 0.1, "250labels" -> 250), or None if it is not a budget name."""
+    """The budget a name stands for ("10pct" -> 0.1, "250labels" -> 250, "all"), or None if it is not a budget
+    name."""
+    if name == ALL:
+        return ALL
     if count := re.fullmatch(r"([0-9]+)labels", name):
         budget: float | int = int(count.group(1))
     elif percent := re.fullmatch(r"([0-9]+(?:p[0-9]+)?)pct", name):
@@ -79,11 +92,15 @@ def parse_budget_name(name: str) -> float | int | None:
 
 
 def num_labels(budget: Budget, num_rows: int, num_classes: int) -> int:
-    """k for a budget: round(fraction * rows) or the count itself; at least one label per class, at most every row."""
+    """k for a budget over `num_rows` labeled rows: round(fraction * rows), the count itself, or every row; at least
+    one label per class, at most every row."""
     budget = check_budget(budget)
-    k = round(budget * num_rows) if isinstance(budget, float) else budget
+    k = num_rows if budget == ALL else round(budget * num_rows) if isinstance(budget, float) else budget
     if k > num_rows:
-        raise SubsetError(f"label budget {budget} asks for more labels than the {num_rows} training images")
+        raise SubsetError(
+            f"label budget {budget} asks for more labels than the {num_rows} labeled training images have; lower it, "
+            "or use 'all'"
+        )
     if k < num_classes:
         raise SubsetError(
             f"label budget {budget!r} gives {k} labels, fewer than the {num_classes} classes; every class needs at "
@@ -96,10 +113,15 @@ def num_labels(budget: Budget, num_rows: int, num_classes: int) -> int:
 
 
 def select_subsets(labels: torch.Tensor, budgets: Sequence[Budget], seed: int) -> dict[str, torch.Tensor]:
-    """Budget name -> sorted int64 row indices, class-balanced, seeded and nested (see the module docstring)."""
+    """Budget name -> sorted int64 row indices, class-balanced, seeded and nested (see the module docstring). Rows
+    labeled -1 are never chosen."""
     labels = _check_labels(labels)
     if isinstance(budgets, (str, bytes)) or not isinstance(budgets, Sequence) or len(budgets) == 0:
         raise SubsetError(f"budgets must be a non-empty list of label budgets, e.g. [0.01, 0.1, 1.0], got {budgets!r}")
+    labeled_rows = (labels != UNLABELED).nonzero().flatten()
+    if len(labeled_rows) == 0:
+        raise SubsetError("no training image is labeled, so no label budget can be drawn; label some images first")
+    labels = labels[labeled_rows]  # all rows when every image is labeled: the draws below do not change
     classes = torch.unique(labels)
     class_order, rows_by_class = seeded_orders(labels, classes, seed)
     sizes = torch.tensor([len(rows) for rows in rows_by_class])
@@ -107,7 +129,7 @@ def select_subsets(labels: torch.Tensor, budgets: Sequence[Budget], seed: int) -
     for budget in budgets:
         counts = water_fill(sizes, class_order, num_labels(budget, len(labels), len(classes)))
         chosen = torch.cat([rows[:count] for rows, count in zip(rows_by_class, counts.tolist(), strict=True)])
-        name, chosen = budget_name(budget), chosen.sort().values
+        name, chosen = budget_name(budget), labeled_rows[chosen].sort().values
         if name in subsets and not torch.equal(subsets[name], chosen):
             raise SubsetError(f"budgets {budgets!r} give two different subsets the name {name!r}; drop one of them")
         subsets[name] = chosen
@@ -139,8 +161,8 @@ def water_fill(sizes: torch.Tensor, class_order: torch.Tensor, k: int) -> torch.
 def _check_labels(labels: torch.Tensor) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point() or len(labels) == 0:
         raise SubsetError("labels must be a non-empty 1-D integer tensor (the train split's labels)")
-    if int(labels.min()) < 0:
-        raise SubsetError(f"labels must be class indices >= 0, found {int(labels.min())}")
+    if int(labels.min()) < UNLABELED:
+        raise SubsetError(f"labels must be class indices >= 0, or -1 (unlabeled), found {int(labels.min())}")
     return labels.to(torch.int64)
 
 
@@ -169,6 +191,12 @@ def save_subset(
         raise SubsetError(f"ids ({len(ids)}) and labels ({len(labels)}) must both have one entry per training row")
     if not rows or rows[0] < 0 or rows[-1] >= len(labels) or len(set(rows)) != len(rows):
         raise SubsetError(f"subset indices must be distinct rows in 0..{len(labels) - 1}")
+    unlabeled = [ids[row] for row in rows if labels[row] == UNLABELED]
+    if unlabeled:
+        raise SubsetError(
+            f"{path}: {len(unlabeled)} of the subset's images have no label (or their label is the test split's), "
+            f"e.g. {unlabeled[:5]}; a subset lists labeled training images only"
+        )
     per_class = torch.bincount(labels[rows], minlength=int(labels.max()) + 1)
     record = {
         "budget": check_budget(budget),
@@ -177,7 +205,7 @@ def save_subset(
         "num_labels": len(rows),
         "indices": rows,
         "ids": [ids[i] for i in rows],
-        "per_class": {str(c): int(per_class[c]) for c in torch.unique(labels).tolist()},
+        "per_class": {str(c): int(per_class[c]) for c in torch.unique(labels[labels != UNLABELED]).tolist()},
         "sha256": indices_sha256(rows),
     }
     path = Path(path)
@@ -207,7 +235,8 @@ def _read_json(path: Path) -> Any:
 
 def load_subset(path: str | os.PathLike, ids: Sequence[str]) -> torch.Tensor:
     """Sorted int64 row indices from our JSON record (checksum and ids verified) or from a user-supplied list of
-    ids / file names (text, one per line, or a JSON list), matched against `ids` (the train `ImageSplit.ids`)."""
+    ids / file names (text, one per line; a JSON list; or a CSV whose header has an `image` column, such as the list
+    `simclrv2 select` writes), matched against `ids` (the train `ImageSplit.ids`)."""
     path = Path(path)
     if not path.is_file():
         raise SubsetError(f"label subset file {path} does not exist")
@@ -218,7 +247,10 @@ def load_subset(path: str | os.PathLike, ids: Sequence[str]) -> torch.Tensor:
     content = _parse_json(text)
     if isinstance(content, dict):
         return _indices_from_record(content, path, ids)
-    entries = content if isinstance(content, list) else [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(content, list):
+        entries = content
+    else:
+        entries = _csv_images(text) or [line.strip() for line in text.splitlines() if line.strip()]
     return indices_from_names(entries, ids, path)
 
 
@@ -256,33 +288,23 @@ def indices_from_names(entries: Sequence[Any], ids: Sequence[str], path: str | o
     """Rows of `ids` named by `entries`: an exact id, else a file name (basename) that one row alone has."""
     if not entries:
         raise SubsetError(f"{path} lists no ids; a subset needs at least one labelled image")
-    exact = {name: row for row, name in enumerate(ids)}
-    by_basename: dict[str, int | None] = {}
-    for row, name in enumerate(ids):
-        key = _basename(name)
-        by_basename[key] = None if key in by_basename else row  # None: two rows share this file name
-    rows, unknown, ambiguous = set(), [], []
-    for entry in entries:
-        entry = str(entry).strip()
-        row = exact.get(entry, by_basename.get(_basename(entry), -1))
-        if row is None:
-            ambiguous.append(entry)
-        elif row < 0:
-            unknown.append(entry)
-        else:
-            rows.add(row)
-    if unknown:
+    found = match_names(entries, ids)
+    if found.unknown:
         raise SubsetError(
-            f"{path}: {len(unknown)} of {len(entries)} ids are not in the training set, e.g. {unknown[:5]} "
-            f"(training ids look like {list(ids[:3])}); check the list matches this dataset"
+            f"{path}: {len(found.unknown)} of {len(entries)} ids are not in the training set, e.g. "
+            f"{found.unknown[:5]} (training ids look like {list(ids[:3])}); check the list matches this dataset"
         )
-    if ambiguous:
+    if found.ambiguous:
         raise SubsetError(
-            f"{path}: {len(ambiguous)} entries name a file that several training rows share, e.g. {ambiguous[:5]}; "
-            "list them by full id instead"
+            f"{path}: {len(found.ambiguous)} entries name a file that several training rows share, e.g. "
+            f"{found.ambiguous[:5]}; list them by full id instead"
         )
-    return torch.tensor(sorted(rows), dtype=torch.int64)
+    return torch.tensor(sorted(set(found.rows)), dtype=torch.int64)
 
 
-def _basename(name: str) -> str:
-    return posixpath.basename(str(name).replace("\\", "/"))
+def _csv_images(text: str) -> list[str] | None:
+    """The `image` column of a CSV with a header (the list `simclrv2 select` writes), or None for a plain list."""
+    lines = text.splitlines()
+    if not lines or lines[0].split(",")[0].strip() != CSV_IMAGE_COLUMN:
+        return None
+    return [row[CSV_IMAGE_COLUMN].strip() for row in csv.DictReader(lines) if (row[CSV_IMAGE_COLUMN] or "").strip()]

@@ -1,27 +1,34 @@
 """Image data through Hugging Face `datasets`: any source becomes two in-memory uint8 splits (train, test).
 
-Sources (`DataConfig.source`):
+Sources (`DataConfig.source`, and `DataConfig.unlabeled`):
     digits              scikit-learn's bundled 8x8 digits (1,797 real images): the embedded default, no download
-    imagefolder:<dir>   one sub-folder per class (optionally under train/ and test/ folders)
+    imagefolder:<dir>   one sub-folder per class (optionally under train/ and test/ folders); a flat folder: no labels
     disk:<dir>          a `Dataset` or `DatasetDict` written by `save_to_disk`
     parquet:<glob|dir>  parquet files; a directory lets `datasets` infer splits from file names (train-*, test-*)
     hub:<name>          a hub dataset; fails fast, with what to do instead, when the hub cannot be reached
 
-Every source goes through the same path: pick the splits, map labels to 0..K-1 (the train split's mapping is the
-mapping), decode every row once with PIL into `N x 3 x H x W` uint8. Rows are decoded one by one so that a bad image
-is named (row and file), and skipped when `skip_bad_images` is set. A missing test split is carved out of the train
-split, stratified and seeded, before decoding, so skipping a bad image never moves other rows between splits.
+Every source goes through the same path: pick the splits, read the labels, decode every row once with PIL into
+`N x 3 x H x W` uint8 (stages/data/decoding.py), map labels to 0..K-1. Training images may be unlabeled: a null label
+(or -1) in the source, the images of `unlabeled` (labels there ignored), or images that `labels` (a labels file,
+stages/data/labels_file.py) does not name; their label is `UNLABELED` (-1). The train split keeps every image:
+pretraining and distillation use them all, label budgets draw from the labeled ones only. The test split must be
+labeled. Without one in the source it is held out of the labeled training images, seeded and per class:
+- every training image labeled (the benchmark case: a labeled dataset whose scarcity is simulated): `test_fraction`
+  of the images, stratified, and removed from the train split, as in the papers;
+- partly labeled (the team's case): `test_fraction` of each class's labels, chosen by a seeded hash of the image id
+  so that adding labels later leaves earlier test images where they are. The images stay in the train split without
+  their label (`ImageSplit.held_out`): like every unlabeled image, pretraining and distillation see them, which makes
+  test accuracy an estimate of the accuracy on the unlabeled images. The log says how many labels the test took.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import logging
 import os
-import posixpath
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +40,23 @@ import PIL.Image
 import torch
 from annotated_types import Ge, Gt, Lt
 from datasets import ClassLabel, Dataset, DatasetDict, Value
-from datasets.utils import tqdm
 from pydantic import StrictBool, StrictFloat, StrictInt
 
 from stages.config_schema import InvalidConfig, config_dataclass
+from stages.data.decoding import DecodedRows, UnreadableImage, decode_rows, stack_images, undecoded
+from stages.data.errors import DataError
+from stages.data.ids import row_ids
+from stages.data.labels_file import read_labels_file
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FORMS = ("digits", "imagefolder:<dir>", "disk:<dir>", "parquet:<glob or dir>", "hub:<name>")
 HUB_PROBE_TIMEOUT_S = 5.0
-IMAGE_DECODER = datasets.Image()
-DECODE_BATCH = 256  # rows fetched from Arrow per read; decoding itself is row by row
+UNLABELED = -1  # the label of a training image without one
+UNLABELED_SPLIT = "unlabeled"  # the name of `DataConfig.unlabeled`'s rows in messages and fallback ids
+IMAGE_EXTENSIONS = frozenset(datasets.packaged_modules.imagefolder.ImageFolder.EXTENSIONS)
 
-
-class DataError(ValueError):
-    """Bad data or data config: the message names the culprit and what to do."""
+__all__ = ["UNLABELED", "DataConfig", "DataError", "ImageSplit", "load_splits", "load_train", "open_train_rows"]
 
 
 class InvalidDataConfig(InvalidConfig, DataError):
@@ -58,16 +67,21 @@ class InvalidDataConfig(InvalidConfig, DataError):
 class DataConfig:
     source: str = "digits"
     """where the images come from: digits | imagefolder:<dir> | disk:<dir> | parquet:<glob or dir> | hub:<name>"""
+    unlabeled: str | None = None
+    """more training images, without labels (labels there are ignored), in any source form, e.g. imagefolder:<dir>
+    of a flat folder; pretraining and distillation use them, and `predict` pre-labels them"""
+    labels: str | None = None
+    """a CSV labels file (columns `image`: id or file name, `label`: class name) labeling some training images"""
     image_column: str = "image"
     """column holding the images"""
     label_column: str = "label"
-    """column holding the labels: integers or class names (imagefolder: the sub-folder)"""
+    """column holding the labels: integers or class names (imagefolder: the sub-folder); null or -1: unlabeled"""
     train_split: str = "train"
     """split to train on"""
     test_split: str = "test"
-    """split to test on; held out of the train split when the source has none"""
+    """split to test on; held out of the labeled training images when the source has none"""
     test_fraction: Annotated[StrictFloat, Gt(0), Lt(1)] = 0.2
-    """share of the train split held out, stratified, as the test split when the source has none"""
+    """share of the labeled training images held out, per class, as the test split when the source has none"""
     image_size: Annotated[StrictInt, Ge(1)] | None = None
     """shorter side resized (bicubic), then centre-cropped to a square of this side; None: as stored"""
     seed: StrictInt = 0
@@ -79,71 +93,148 @@ class DataConfig:
 @dataclass
 class ImageSplit:
     images: torch.Tensor  # N x 3 x H x W uint8, decoded once, kept in memory
-    labels: torch.Tensor  # N int64 in 0..num_classes-1
-    ids: list[str]  # per row: the file name when rows have unique file names, else "<split>-<row>"
+    labels: torch.Tensor  # N int64 in 0..num_classes-1, or UNLABELED
+    ids: list[str]  # per row: the file name when rows have unique file names, else "<split>-<row>" (stages/data/ids.py)
     class_names: list[str]
     skipped: int  # images skipped as unreadable
+    held_out: torch.Tensor | None = None  # N bool: labeled, but the label is the test split's (partly labeled data)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def labeled(self) -> torch.Tensor:
+        """N bool: rows whose label training may use."""
+        return self.labels != UNLABELED
+
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
-    """(train, test) for `config.source`; see the module docstring."""
-    splits = open_source(config.source)
-    train_data = pick_split(splits, config.train_split, config)
-    test_data = pick_test_split(splits, config)
-    for name, dataset in ((config.train_split, train_data), (config.test_split, test_data)):
-        if dataset is not None:
-            check_columns(dataset, name, config)
-    require_rows(train_data, config)
+@dataclass
+class SourceRows:
+    """The training images before decoding: the source's train split (and the `unlabeled` images), each row's class
+    key (None: unlabeled), and the classes."""
 
-    # Labels first: they are cheap, and a label problem should not wait for every image to be decoded.
-    class_keys, train_labels = train_classes_and_labels(train_data, config)
-    class_names = [str(key) for key in class_keys]
-    index_of = {key: index for index, key in enumerate(class_keys)}
-    if test_data is not None:
-        test_keys = label_keys(test_data, config.test_split, config)
-        test_labels = map_labels(test_keys, index_of, config.test_split, config)
-        train_rows = decode_rows(train_data, config.train_split, config)
-        test_rows = decode_rows(test_data, config.test_split, config)
-        train = build_split(train_rows, train_labels, class_names, config.train_split)
-        test = build_split(test_rows, test_labels, class_names, config.test_split)
+    train: Dataset
+    pool: Dataset | None  # DataConfig.unlabeled's images
+    test: Dataset | None  # the source's test split; None: held out of the labeled training images
+    keys: list[Any]
+    class_keys: list[Any]
+    ids: list[str]
+    labels_file: bool  # some labels come from `DataConfig.labels`
+
+    @property
+    def fully_labeled(self) -> bool:
+        """The benchmark case: a dataset that labels every image itself, with no other images or labels added. (A
+        labels file that labels every image is still the team's case: adding its last labels must not change which
+        images pretraining sees.)"""
+        return self.pool is None and not self.labels_file and all(key is not None for key in self.keys)
+
+    def labels(self) -> torch.Tensor:
+        index_of = {key: index for index, key in enumerate(self.class_keys)}
+        return torch.tensor([UNLABELED if key is None else index_of[key] for key in self.keys], dtype=torch.int64)
+
+
+def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
+    """(train, test) for `config`; see the module docstring."""
+    source = source_rows(config)
+    class_names = [str(key) for key in source.class_keys]
+    labels = source.labels()
+    if source.test is not None:
+        test_labels = test_split_labels(source, config)
+        train = build_split(decode_training_rows(source, config), labels, class_names, config.train_split)
+        test = build_split(decode(source.test, config.test_split, config), test_labels, class_names, config.test_split)
         return train, check_same_size_across(train, test, config)
 
-    _log_holdout(config)
-    train_index, test_index = stratified_split(train_labels, config)  # before decoding: skips never move rows
-    rows = decode_rows(train_data, config.train_split, config)
-    train = build_split(rows.take(train_index), train_labels[train_index], class_names, config.train_split)
     held_out = f"{config.test_split} (held out from {config.train_split})"
-    test = build_split(rows.take(test_index), train_labels[test_index], class_names, held_out)
-    return train, check_same_size_across(train, test, config)
+    if source.fully_labeled:
+        _log_holdout(config)
+        train_index, test_index = stratified_split(labels, config)
+        rows = decode_training_rows(source, config)
+        train = build_split(rows.take(train_index), labels[train_index], class_names, config.train_split)
+        test = build_split(rows.take(test_index), labels[test_index], class_names, held_out)
+        return train, check_same_size_across(train, test, config)
+
+    require_labels(source, config)
+    test_index = held_out_labels(labels, source.ids, source.class_keys, config)
+    rows = decode_training_rows(source, config)
+    train_labels, is_test = labels.clone(), torch.zeros(len(labels), dtype=torch.bool)
+    train_labels[test_index], is_test[test_index] = UNLABELED, True
+    train = build_split(rows, train_labels, class_names, config.train_split, is_test)
+    test = build_split(rows.take(test_index), labels[test_index], class_names, held_out)
+    return train, test
+
+
+def load_train(config: DataConfig) -> ImageSplit:
+    """The train split alone. It needs no labels: with none at all (a cold start) every row is `UNLABELED`; with
+    some, the labels the team has are all kept, those of a held-out test split too (select must not pick them)."""
+    source = source_rows(config)
+    if source.test is None and source.fully_labeled:
+        return load_splits(config)[0]
+    labels = source.labels()
+    return build_split(
+        decode_training_rows(source, config), labels, [str(k) for k in source.class_keys], config.train_split
+    )
 
 
 def open_train_rows(config: DataConfig) -> Dataset:
-    """The training rows exactly as `load_splits` keeps them (a held-out test split removed), with only the image
-    column, left undecoded (`{"bytes", "path"}`): for data loader workers that decode images as they need them."""
-    splits = open_source(config.source)
-    train_data = pick_split(splits, config.train_split, config)
-    check_columns(train_data, config.train_split, config)
-    require_rows(train_data, config)
-    if pick_test_split(splits, config) is None:
-        _, labels = train_classes_and_labels(train_data, config)
+    """The training rows exactly as `load_splits` keeps them (in the benchmark case, a held-out test split removed),
+    with only the image column, left undecoded (`{"bytes", "path"}`): for loader workers that decode images as they
+    need them."""
+    source = source_rows(config)
+    train = undecoded(source.train.select_columns([config.image_column]), config.image_column)
+    if source.test is None and source.fully_labeled:
         _log_holdout(config)
-        train_index, _ = stratified_split(labels, config)
-        train_data = train_data.select(train_index.tolist())
-    return undecoded(train_data.select_columns([config.image_column]), config.image_column)
+        train_index, _ = stratified_split(source.labels(), config)
+        return train.select(train_index.tolist())
+    if source.pool is None:
+        return train
+    pool = undecoded(source.pool.select_columns([config.image_column]), config.image_column)
+    return datasets.concatenate_datasets([train, pool.cast(train.features)])
 
 
-def undecoded(dataset: Dataset, column: str) -> Dataset:
-    """Images as `{"path", "bytes"}` instead of PIL images: decoding is left to whoever reads the rows."""
-    if isinstance(dataset.features[column], datasets.Image):
-        return dataset.cast_column(column, datasets.Image(decode=False))
-    return dataset
+def source_rows(config: DataConfig) -> SourceRows:
+    """The splits, the unlabeled images and every training image's label, checked before any image is decoded."""
+    splits = open_source(config.source)
+    train = pick_split(splits, config.train_split, config)
+    test = pick_test_split(splits, config)
+    check_image_column(train, config.train_split, config)
+    require_rows(train, config)
+    if test is not None:
+        check_image_column(test, config.test_split, config)
+        check_label_column(test, config.test_split, config)
+    pool = unlabeled_rows(config)
+    keys = training_keys(train, config) + ([None] * len(pool) if pool is not None else [])
+    ids = row_ids(
+        source_paths(train, config) + (source_paths(pool, config) if pool is not None else []),
+        [f"{config.train_split}-{row}" for row in range(len(train))]
+        + ([f"{UNLABELED_SPLIT}-{row}" for row in range(len(pool))] if pool is not None else []),
+    )
+    feature = train.features.get(config.label_column)
+    if config.labels is not None:
+        keys = apply_labels_file(keys, ids, feature, config)
+    class_keys = class_keys_of(feature, [key for key in keys if key is not None])
+    _log_label_counts(keys, config)
+    return SourceRows(train, pool, test, keys, class_keys, ids, config.labels is not None)
+
+
+def decode_training_rows(source: SourceRows, config: DataConfig) -> DecodedRows:
+    rows = decode(source.train, config.train_split, config)
+    return rows + decode(source.pool, UNLABELED_SPLIT, config) if source.pool is not None else rows
+
+
+def decode(dataset: Dataset, split: str, config: DataConfig) -> DecodedRows:
+    try:
+        return decode_rows(
+            dataset, config.image_column, split, config.image_size, config.skip_bad_images, config.source
+        )
+    except UnreadableImage as error:
+        raise DataError(
+            f"{config.source}: {error}. Fix or remove the file, or set `skip_bad_images: true` to skip unreadable "
+            "images."
+        ) from None
 
 
 def require_rows(train_data: Dataset, config: DataConfig) -> None:
@@ -160,6 +251,12 @@ def _log_holdout(config: DataConfig) -> None:
         config.train_split,
         config.seed,
     )
+
+
+def _log_label_counts(keys: list[Any], config: DataConfig) -> None:
+    labeled = sum(key is not None for key in keys)
+    if labeled < len(keys):
+        logger.info("%s: %d of %d training images are labeled", config.source, labeled, len(keys))
 
 
 # --- sources -------------------------------------------------------------------------------------------------------
@@ -285,6 +382,63 @@ def _require_glob(pattern: str, source: str) -> None:
         raise DataError(f"{source}: no file matches {pattern!r}; check the path or glob in `source`")
 
 
+# --- the unlabeled images ------------------------------------------------------------------------------------------
+
+
+def unlabeled_rows(config: DataConfig) -> Dataset | None:
+    """`config.unlabeled`'s images (every split of it, one after the other), or None; labels there are ignored."""
+    if config.unlabeled is None:
+        return None
+    where = f"data.unlabeled ({config.unlabeled})"
+    try:
+        splits = open_source(config.unlabeled)
+    except DataError as error:
+        raise DataError(f"data.unlabeled: {error}") from None
+    parts = []
+    for dataset in splits.values():
+        column = image_column_of(dataset, config.image_column, where)
+        images = undecoded(dataset.select_columns([column]), column)
+        parts.append(images.rename_column(column, config.image_column) if column != config.image_column else images)
+    pool = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if len(pool) == 0:
+        raise DataError(f"{where} holds no images; point it at a folder or dataset of images, or remove it")
+    _log_non_images(config.unlabeled)
+    return pool
+
+
+def image_column_of(dataset: Dataset, wanted: str, where: str) -> str:
+    """`wanted` if the dataset has it, else its only image column."""
+    if wanted in dataset.column_names:
+        return wanted
+    images = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+    if len(images) == 1:
+        return images[0]
+    raise DataError(f"{where} has no image column {wanted!r}; its columns: {dataset.column_names}")
+
+
+def _log_non_images(source: str) -> None:
+    """imagefolder reads image files only: say how many other files were passed over, so none vanish silently."""
+    kind, _, folder = source.partition(":")
+    if kind != "imagefolder":
+        return
+    others = [
+        path for path in Path(folder).rglob("*") if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS
+    ]
+    if others:
+        logger.warning(
+            "%s: skipped %d files that are not images (by extension), e.g. %s", source, len(others), others[0].name
+        )
+
+
+def source_paths(dataset: Dataset, config: DataConfig) -> list[str | None]:
+    """Each row's image file path, read without decoding (or bytes) when the column is an image column."""
+    column = config.image_column
+    if not isinstance(dataset.features.get(column), datasets.Image):
+        return [None] * len(dataset)
+    paths = undecoded(dataset.select_columns([column]), column).flatten()[f"{column}.path"]
+    return [path or None for path in paths]
+
+
 # --- splits and columns --------------------------------------------------------------------------------------------
 
 
@@ -301,7 +455,7 @@ def pick_split(splits: dict[str | None, Dataset], name: str, config: DataConfig)
 
 
 def pick_test_split(splits: dict[str | None, Dataset], config: DataConfig) -> Dataset | None:
-    """The test split, or None to carve one out of train. Only the default name may be missing: a test split the
+    """The test split, or None to hold one out of train. Only the default name may be missing: a test split the
     user named explicitly and that is not there is a typo, not a request for a held-out split."""
     if config.test_split in splits:
         return splits[config.test_split].with_format(None)
@@ -310,20 +464,27 @@ def pick_test_split(splits: dict[str | None, Dataset], config: DataConfig) -> Da
     return pick_split(splits, config.test_split, config)  # raises, listing the available splits
 
 
-def check_columns(dataset: Dataset, split: str, config: DataConfig) -> None:
-    for key, column in (("image_column", config.image_column), ("label_column", config.label_column)):
-        if column not in dataset.column_names:
-            hint = ""
-            if key == "label_column" and config.source.startswith("imagefolder:"):
-                hint = " (imagefolder labels come from one sub-folder per class)"
-            raise DataError(
-                f"{config.source}: split {split!r} has no {key.split('_')[0]} column {column!r}{hint}; "
-                f"available columns: {dataset.column_names}. Set `{key}` to one of them."
-            )
+def check_image_column(dataset: Dataset, split: str, config: DataConfig) -> None:
+    _check_column(dataset, split, config, "image_column", config.image_column)
+
+
+def check_label_column(dataset: Dataset, split: str, config: DataConfig) -> None:
+    _check_column(dataset, split, config, "label_column", config.label_column)
+
+
+def _check_column(dataset: Dataset, split: str, config: DataConfig, key: str, column: str) -> None:
+    if column not in dataset.column_names:
+        hint = ""
+        if key == "label_column" and config.source.startswith("imagefolder:"):
+            hint = " (imagefolder labels come from one sub-folder per class)"
+        raise DataError(
+            f"{config.source}: split {split!r} has no {key.split('_')[0]} column {column!r}{hint}; "
+            f"available columns: {dataset.column_names}. Set `{key}` to one of them."
+        )
 
 
 def stratified_split(labels: torch.Tensor, config: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices (train, test), each sorted, from a seeded split stratified by label."""
+    """Row indices (train, test), each sorted, from a seeded split stratified by label (the benchmark case)."""
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(len(labels))
@@ -339,46 +500,142 @@ def stratified_split(labels: torch.Tensor, config: DataConfig) -> tuple[torch.Te
     return torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
 
 
+def require_labels(source: SourceRows, config: DataConfig) -> None:
+    """Some training image must be labeled to hold a test split out of them; else one error with the ways out."""
+    if any(key is not None for key in source.keys):
+        return
+    if config.labels is None and config.unlabeled is None:
+        check_label_column(source.train, config.train_split, config)  # a misspelt `label_column` is named as such
+    raise DataError(
+        f"{config.source}: no training image has a label, and the test split is held out of labeled images. Give "
+        "labels with `data.labels` (a CSV with the columns image,label), a labeled `test_split`, or (imagefolder) one "
+        "sub-folder per class. To choose which images to label first, pretrain and run `simclrv2 select`"
+    )
+
+
+def held_out_labels(
+    labels: torch.Tensor, ids: Sequence[str], class_keys: Sequence[Any], config: DataConfig
+) -> torch.Tensor:
+    """Sorted rows of the test split held out of partly labeled data: each labeled row whose seeded hash of its id,
+    read as a number in [0, 1), is below `test_fraction`, so that a row's place never depends on other rows and adding
+    labels keeps every earlier test image in the test split. Then per class: none in the test split -> its lowest
+    hash joins it; all in it -> its highest hash leaves it (every class is tested and trained)."""
+    counts = torch.bincount(labels[labels != UNLABELED], minlength=len(class_keys))
+    scarce = [str(class_keys[c]) for c in range(len(class_keys)) if counts[c] == 1]
+    if scarce:
+        raise DataError(
+            f"{config.source}: class(es) {scarce[:10]} have a single labeled image; the held-out test split needs one "
+            "image of every class and training another. Label at least 2 images per class, or supply a test split"
+        )
+    test_rows: list[int] = []
+    for index in range(len(class_keys)):
+        rows = sorted((labels == index).nonzero().flatten().tolist(), key=lambda row: id_hash(ids[row], config.seed))
+        in_test = sum(id_hash(ids[row], config.seed) < config.test_fraction for row in rows)
+        test_rows += rows[: min(max(in_test, 1), len(rows) - 1)]
+    logger.info(
+        "source %s has no '%s' split: holding out %d of its %d labeled training images as the test split (about %g%% "
+        "per class, seed %d); training keeps the images, without these labels",
+        config.source,
+        config.test_split,
+        len(test_rows),
+        int(counts.sum()),
+        100 * config.test_fraction,
+        config.seed,
+    )
+    return torch.tensor(sorted(test_rows), dtype=torch.int64)
+
+
+def id_hash(image_id: str, seed: int) -> float:
+    """A seeded, uniform-looking number in [0, 1) for an image id."""
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 # --- labels --------------------------------------------------------------------------------------------------------
 
 
 def label_keys(dataset: Dataset, split: str, config: DataConfig) -> list[Any]:
-    """Per row, the label as a class key: its name for `ClassLabel` and string columns, the value for integers."""
+    """Per row, the label as a class key (its name for `ClassLabel` and string columns, the value for integers), or
+    None where the row has no label (null, or -1)."""
     feature = dataset.features[config.label_column]
     values = list(dataset[config.label_column])
     if isinstance(feature, ClassLabel):
-        missing = [row for row, value in enumerate(values) if value is None or value < 0]
-        _refuse_missing(missing, split, config)
-        return [feature.names[value] for value in values]
+        return [None if value is None or value < 0 else feature.names[value] for value in values]
     dtype = feature.dtype if isinstance(feature, Value) else None
     if dtype is None or not (dtype.startswith(("int", "uint")) or dtype in ("string", "large_string")):
         raise DataError(
             f"{config.source}: label column {config.label_column!r} of split {split!r} holds {feature}; labels must "
             "be integers or class names (strings). Set `label_column` to the column with the class of each image."
         )
-    _refuse_missing([row for row, value in enumerate(values) if value is None], split, config)
-    return values
+    return [None if value is None or value == UNLABELED else value for value in values]
 
 
-def train_classes_and_labels(train_data: Dataset, config: DataConfig) -> tuple[list[Any], torch.Tensor]:
-    """The class keys in index order (the train split defines them) and the train split's labels as indices."""
-    train_keys = label_keys(train_data, config.train_split, config)
-    class_keys = class_keys_of(train_data.features[config.label_column], train_keys)
-    index_of = {key: index for index, key in enumerate(class_keys)}
-    return class_keys, map_labels(train_keys, index_of, config.train_split, config)
+def training_keys(train: Dataset, config: DataConfig) -> list[Any]:
+    """The train split's class keys; without a label column (a flat folder) every row is unlabeled, provided labels
+    come from elsewhere or none are needed yet (a cold start)."""
+    if config.label_column in train.column_names:
+        return label_keys(train, config.train_split, config)
+    if config.labels is None and config.unlabeled is None:
+        logger.info("%s: no label column %r: every training image is unlabeled", config.source, config.label_column)
+    return [None] * len(train)
 
 
-def _refuse_missing(rows: list[int], split: str, config: DataConfig) -> None:
-    if rows:
+def apply_labels_file(keys: list[Any], ids: Sequence[str], feature: Any, config: DataConfig) -> list[Any]:
+    """`keys` with the labels file's classes filled in; a label that contradicts the source's is an error."""
+    integers = isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
+    keys = list(keys)
+    for row, name in read_labels_file(config.labels, ids).items():
+        key = _class_key(name, integers, feature, config)
+        if keys[row] is not None and keys[row] != key:
+            raise DataError(
+                f"data.labels: {config.labels} labels {ids[row]!r} {name!r}, but the source labels it {keys[row]!r}; "
+                "correct one of them"
+            )
+        keys[row] = key
+    return keys
+
+
+def _class_key(name: str, integers: bool, feature: Any, config: DataConfig) -> Any:
+    if isinstance(feature, ClassLabel) and name not in feature.names:
         raise DataError(
-            f"{config.source}: {len(rows)} rows of split {split!r} have no label in {config.label_column!r} "
-            f"(first rows: {rows[:5]}); every image needs a class. Drop them or choose another split."
+            f"data.labels: {config.labels} uses the class {name!r}, which is not one of the source's classes "
+            f"{feature.names[:10]}; fix the spelling"
         )
+    if not integers:
+        return name
+    try:
+        return int(name)
+    except ValueError:
+        raise DataError(
+            f"data.labels: {config.labels} uses the class {name!r}, but the source's labels are integers; use them"
+        ) from None
 
 
-def class_keys_of(feature: Any, train_keys: list[Any]) -> list[Any]:
-    """The classes in index order: a `ClassLabel`'s own names, else the sorted distinct train labels."""
-    return list(feature.names) if isinstance(feature, ClassLabel) else sorted(set(train_keys))
+def test_split_labels(source: SourceRows, config: DataConfig) -> torch.Tensor:
+    """The source's test split labels as class indices; every test image needs one, and every class that the labels
+    file names must be in it (else its test accuracy could not be measured: usually a misspelt class)."""
+    keys = label_keys(source.test, config.test_split, config)
+    missing = [row for row, key in enumerate(keys) if key is None]
+    if missing:
+        raise DataError(
+            f"{config.source}: {len(missing)} rows of split {config.test_split!r} have no label in "
+            f"{config.label_column!r} (first rows: {missing[:5]}); every test image needs a class. Drop them or "
+            "choose another split."
+        )
+    if config.labels is not None:
+        absent = sorted({str(k) for k in source.keys if k is not None} - {str(k) for k in keys})
+        if absent:
+            raise DataError(
+                f"data.labels: {config.labels} uses class(es) {absent[:10]} that the test split "
+                f"{config.test_split!r} never has; fix their spelling, or add test images of them"
+            )
+    index_of = {key: index for index, key in enumerate(source.class_keys)}
+    return map_labels(keys, index_of, config.test_split, config)
+
+
+def class_keys_of(feature: Any, labeled_keys: list[Any]) -> list[Any]:
+    """The classes in index order: a `ClassLabel`'s own names, else the sorted distinct training labels."""
+    return list(feature.names) if isinstance(feature, ClassLabel) else sorted(set(labeled_keys))
 
 
 def map_labels(keys: Sequence[Any], index_of: dict[Any, int], split: str, config: DataConfig) -> torch.Tensor:
@@ -391,135 +648,28 @@ def map_labels(keys: Sequence[Any], index_of: dict[Any, int], split: str, config
     return torch.tensor([index_of[key] for key in keys], dtype=torch.int64)
 
 
-# --- images --------------------------------------------------------------------------------------------------------
+# --- splits of decoded images --------------------------------------------------------------------------------------
 
 
-@dataclass
-class DecodedRows:
-    """One source split decoded: per row an HWC uint8 array, or None where the image was skipped."""
-
-    arrays: list[np.ndarray | None]
-    names: list[str]  # per row: the file path when known, else "<split>-<row>"
-    ids: list[str]
-
-    def take(self, rows: torch.Tensor) -> DecodedRows:
-        chosen = rows.tolist()
-        return DecodedRows(
-            [self.arrays[i] for i in chosen], [self.names[i] for i in chosen], [self.ids[i] for i in chosen]
-        )
-
-
-def decode_rows(dataset: Dataset, split: str, config: DataConfig) -> DecodedRows:
-    column = config.image_column
-    dataset = undecoded(dataset.select_columns([column]), column)  # we decode, row by row
-    arrays, paths = [], []
-    progress = tqdm(total=len(dataset), desc=f"Decoding {split} images", unit="img", disable=len(dataset) < 10_000)
-    for start in range(0, len(dataset), DECODE_BATCH):
-        for offset, value in enumerate(dataset[start : start + DECODE_BATCH][column]):
-            path = path_of(value)
-            paths.append(path)
-            arrays.append(decode_image(value, f"row {start + offset} of split {split!r}", path, config))
-        progress.update(min(DECODE_BATCH, len(dataset) - start))
-    progress.close()
-    skipped = sum(array is None for array in arrays)
-    if skipped:
-        logger.warning("%s: skipped %d unreadable images in split %r", config.source, skipped, split)
-    fallback = [f"{split}-{row}" for row in range(len(arrays))]
-    names = [path or name for path, name in zip(paths, fallback, strict=True)]
-    return DecodedRows(arrays, names, row_ids(paths, fallback))
-
-
-def row_ids(paths: list[str | None], fallback: list[str]) -> list[str]:
-    """File names when every row has a distinct one (so lists like ImageNet's `1percent.txt` match), else the
-    paths relative to their common folder when those are distinct, else `<split>-<row>`."""
-    if all(paths):
-        names = [posixpath.basename(path.replace("\\", "/")) for path in paths]
-        if len(set(names)) == len(names):
-            return names
-        try:
-            root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-            relative = [os.path.relpath(path, root) for path in paths]
-        except ValueError:  # absolute and relative paths mixed
-            return fallback
-        if len(set(relative)) == len(relative):
-            return relative
-    return fallback
-
-
-def path_of(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("path") or None
-    return value if isinstance(value, str) else None
-
-
-def decode_image(value: Any, where: str, path: str | None, config: DataConfig) -> np.ndarray | None:
-    """An `H x W x 3` uint8 array (resized when `image_size` is set); None for a bad image when skipping."""
-    try:
-        image = to_rgb(_to_pil(value))
-        if config.image_size is not None:
-            image = resize_center_crop(image, config.image_size)
-        return np.asarray(image, dtype=np.uint8)
-    except Exception as error:
-        culprit = f"{where} ({path})" if path else where
-        if config.skip_bad_images:
-            logger.debug("skipping unreadable image %s: %s", culprit, error)
-            return None
-        raise DataError(
-            f"{config.source}: cannot read the image at {culprit}: {type(error).__name__}: {error}. "
-            "Fix or remove the file, or set `skip_bad_images: true` to skip unreadable images."
-        ) from None
-
-
-def _to_pil(value: Any) -> PIL.Image.Image:
-    if isinstance(value, PIL.Image.Image):
-        return value
-    if isinstance(value, (dict, str)):
-        return IMAGE_DECODER.decode_example(value)  # bytes or a local/remote path; applies EXIF orientation
-    array = np.asarray(value)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
-        raise ValueError(f"an image array must be H x W or H x W x 1/3/4, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
-        raise ValueError(f"an image array must hold integers in 0..255, got dtype {array.dtype}")
-    return PIL.Image.fromarray(array.astype(np.uint8))
-
-
-def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """RGB, whatever the mode: grayscale is repeated, alpha dropped, 16-bit scaled down (PIL would clip it)."""
-    if image.mode.startswith("I"):
-        image = PIL.Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
-    if image.mode == "P":
-        image = image.convert("RGBA")  # palette transparency converts cleanly only through RGBA
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def resize_center_crop(image: PIL.Image.Image, size: int) -> PIL.Image.Image:
-    """Shorter side to `size` (bicubic), then the centred `size x size` square."""
-    width, height = image.size
-    if (width, height) == (size, size):
-        return image
-    scale = size / min(width, height)
-    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_width, new_height), PIL.Image.Resampling.BICUBIC)
-    left, top = (new_width - size) // 2, (new_height - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def build_split(rows: DecodedRows, labels: torch.Tensor, class_names: list[str], split: str) -> ImageSplit:
+def build_split(
+    rows: DecodedRows, labels: torch.Tensor, class_names: list[str], split: str, held_out: torch.Tensor | None = None
+) -> ImageSplit:
     kept = [row for row, array in enumerate(rows.arrays) if array is not None]
     skipped = len(rows.arrays) - len(kept)
     if not kept:
         detail = f" ({skipped} unreadable images skipped)" if skipped else ""
         raise DataError(f"split {split!r} has no images{detail}; check the source and its split names")
-    _check_same_size(rows, kept, split)
-    images = torch.from_numpy(np.stack([rows.arrays[row] for row in kept])).permute(0, 3, 1, 2).contiguous()
+    try:
+        images = stack_images(rows, kept, split)
+    except ValueError as error:
+        raise DataError(str(error)) from None
     return ImageSplit(
         images=images,
         labels=labels[kept].clone(),
         ids=[rows.ids[row] for row in kept],
         class_names=class_names,
         skipped=skipped,
+        held_out=held_out[kept].clone() if held_out is not None else None,
     )
 
 
@@ -532,16 +682,3 @@ def check_same_size_across(train: ImageSplit, test: ImageSplit, config: DataConf
             f"{config.test_split!r} has {test_w}x{test_h} (W x H). Set `image_size` to resize both to one square size."
         )
     return test
-
-
-def _check_same_size(rows: DecodedRows, kept: list[int], split: str) -> None:
-    sizes = Counter(rows.arrays[row].shape[:2] for row in kept)
-    if len(sizes) == 1:
-        return
-    common = sizes.most_common(1)[0][0]
-    odd = next(row for row in kept if rows.arrays[row].shape[:2] != common)
-    height, width = rows.arrays[odd].shape[:2]
-    raise DataError(
-        f"split {split!r} has images of {len(sizes)} different sizes: most are {common[1]}x{common[0]} (W x H) but "
-        f"{rows.names[odd]} is {width}x{height}. Set `image_size` to resize them all to one square size."
-    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-UNLABELED = -1
+from stages.data.sources import UNLABELED
 
 
 def distillation_loss(

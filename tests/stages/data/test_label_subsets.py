@@ -130,7 +130,7 @@ def test_same_size_budgets_give_the_same_subset(digits_labels):
         ([1.5], r"not in \(0, 1\]"),
         ([float("nan")], r"not in \(0, 1\]"),
         ([0], r"below one label"),
-        ([1798], r"more labels than the 1797 training images"),
+        ([1798], r"more labels than the 1797 labeled training images"),
         (["10%"], r"'10%' is not a number"),
         ([True], r"True is not a number"),
         ([], r"non-empty list"),

@@ -271,9 +271,10 @@ def test_labels_must_be_integers_or_class_names(tmp_path, labels):
         load_splits(DataConfig(source=f"disk:{tmp_path / 'saved'}"))
 
 
-def test_missing_labels_are_refused(tmp_path):
-    pil_dataset(["cat", None, "dog"]).save_to_disk(tmp_path / "saved")
-    with pytest.raises(DataError, match=r"1 rows of split 'train' have no label.*\[1\]"):
+def test_unlabeled_test_rows_are_refused(tmp_path):
+    splits = datasets.DatasetDict({"train": pil_dataset(["cat", "dog"]), "test": pil_dataset(["cat", None, "dog"])})
+    splits.save_to_disk(tmp_path / "saved")
+    with pytest.raises(DataError, match=r"1 rows of split 'test' have no label.*\[1\].*every test image needs a class"):
         load_splits(DataConfig(source=f"disk:{tmp_path / 'saved'}"))
 
 

@@ -8,7 +8,8 @@ import torch
 
 from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches, open_image
-from stages.data.sources import DataConfig, open_train_rows, to_rgb
+from stages.data.decoding import to_rgb
+from stages.data.sources import DataConfig, open_train_rows
 from stages.data.views import InMemoryViews, StreamedViews
 from stages.losses.nt_xent import nt_xent
 from stages.models.architecture import EncoderConfig, build_pretrain_model
