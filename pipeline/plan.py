@@ -1,12 +1,15 @@
 """The stage instances of one experiment, in dependency order, each with its fingerprint and run directory.
 
     subsets ──> baseline[b] ─────────────────────────────┐
-        └─────> finetune[b] ──> distill[b] ──────────────┼──> report
+        └─────> finetune[b] ──> distill[b] ──> predict ──┼──> report
     pretrain ──┴──> evaluate (linear probe, kNN) ────────┘
 
 `finetune`, `baseline` and `distill` run once per label budget `b`; the baseline also on 100% of the labels when
-`report.full_label_baseline` is set. A fingerprint hashes the instance's config, its upstream fingerprints and the
-code version (pipeline/store.py), so changing a setting re-runs that stage and everything downstream of it.
+`report.full_label_baseline` is set. `predict` pre-labels the unlabeled images with one classifier (by default the
+distilled student of the last budget). A fingerprint hashes the instance's config, its upstream fingerprints and the
+code version (pipeline/store.py), so changing a setting re-runs that stage and everything downstream of it. The
+content of the labels file (`data.labels`) is part of every fingerprint but pretraining's: pretraining reads every
+image and no label, so adding labels reuses it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from stages.subsets import SubsetsConfig
 from stages.training.checkpoints import RESUMABLE_CHANGES
 
 REPORT = "report"
+PREDICT = "predict"
+LABEL_FREE = frozenset({"pretrain"})  # stages whose results never depend on the labels file
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,23 @@ def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
         teacher |= {"subset": subset} if distill.alpha > 0 else {}
         runs.append(_budget_run(cfg, "distill", budget, teacher))
     runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
+    runs.append(_predict_run(cfg))
     everything = {run.name: Input(run.name) for run in runs}
     report = cfg.report.model_dump() | {"dataset": cfg.data.source}  # the report names the data it speaks about
     runs.append(StageRun(REPORT, REPORT, report, everything))
     return runs
+
+
+def _predict_run(cfg: ExperimentConfig) -> StageRun:
+    budget = cfg.prelabel_budget()
+    inputs = {
+        "classifier": Input(instance_name(cfg.predict.model, budget)),
+        "subset": Input("subsets", f"{budget}.json"),  # its labeled images need no pre-label
+    }
+    config = stage_config(cfg, "predict")
+    if config.image_size is None:  # the classifier's own crop size
+        config = dataclasses.replace(config, image_size=stage_config(cfg, cfg.predict.model, budget).image_size)
+    return StageRun(PREDICT, PREDICT, config, inputs)
 
 
 def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, inputs: dict[str, Input]) -> StageRun:
@@ -98,12 +116,31 @@ def build_plan(cfg: ExperimentConfig, code: str | None = None) -> Plan:
         upstream = {name: plan[i.run].fingerprint for name, i in run.inputs.items()}
         if run.name == "subsets":  # user-supplied lists: their content, not their path, decides the subsets
             upstream = {f"list:{name}": file_sha256(path) for name, path in run.config.user_lists.items()}
+        if cfg.data.labels is not None and run.module not in LABEL_FREE:
+            upstream["labels-file"] = labels_digest(cfg.data.labels)
         entry = "reports" if run.module == REPORT else f"stages.{run.module}"
         version = code or versions.setdefault(entry, code_version(entry))
-        key = fingerprint(result_settings(run.config), upstream, version)
+        key = fingerprint(fingerprinted_settings(run), upstream, version)
         out_dir = stage_dir(cfg.runs_dir, cfg.experiment, run.name, key)
         plan[run.name] = dataclasses.replace(run, fingerprint=key, out_dir=out_dir, code_version=version)
     return plan
+
+
+def labels_digest(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"data.labels: {path} does not exist; write a CSV with the columns `image` and `label`"
+        ) from None
+
+
+def fingerprinted_settings(run: StageRun) -> Any:
+    """What decides the run's results: its result settings; for the label-free stages, without the labels file."""
+    settings = result_settings(run.config)
+    if run.module in LABEL_FREE and isinstance(settings, dict) and "data" in settings:
+        settings["data"] = {key: value for key, value in settings["data"].items() if key != "labels"}
+    return settings
 
 
 def result_settings(config: Any) -> Any:

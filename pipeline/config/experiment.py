@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, Field, PrivateAttr, Strict, model_validator
 
@@ -28,6 +28,7 @@ from pipeline.config.sections import (
     EvaluateSection,
     FinetuneSection,
     LaunchConfig,
+    PredictSection,
     PretrainSection,
     ReportConfig,
 )
@@ -47,7 +48,9 @@ def _check_name(value: Any) -> Any:
     return value
 
 
-Budget = Annotated[int | float, BeforeValidator(check_budget)]  # check_budget's message says what is accepted
+Budget = Annotated[
+    int | float | Literal["all"], BeforeValidator(check_budget)
+]  # check_budget's message says what is accepted
 LoosePath = Annotated[Path, Strict(False)]  # YAML gives strings
 Instance = tuple[str, str | None]  # (stage, budget name); None: the stage's own section, without per_budget
 
@@ -68,6 +71,7 @@ class ExperimentConfig(BaseModel):
     baseline: BaselineSection = BaselineSection()  # type: ignore[valid-type]
     distill: DistillSection = DistillSection()  # type: ignore[valid-type]
     evaluate: EvaluateSection = EvaluateSection()  # type: ignore[valid-type]
+    predict: PredictSection = PredictSection()  # type: ignore[valid-type]
     report: ReportConfig = ReportConfig()
     launch: LaunchConfig = LaunchConfig()
     _stage_configs: dict[Instance, Any] = PrivateAttr(default_factory=dict)
@@ -87,8 +91,15 @@ class ExperimentConfig(BaseModel):
         for stage in BUDGET_STAGES:
             for budget in getattr(self, stage).per_budget:
                 _check_budget_key(f"{stage}.per_budget.{budget}", budget)
+        if self.predict.budget is not None and self.predict.budget not in self.budget_names(self.predict.model):
+            names = ", ".join(self.budget_names(self.predict.model))
+            raise ValueError(f"predict.budget: {self.predict.budget!r} is not one of the budgets ({names})")
         self._stage_configs = {instance: build_stage_config(self, *instance) for instance in self.instances()}
         return self
+
+    def prelabel_budget(self) -> str:
+        """The budget whose classifier pre-labels the unlabeled images: `predict.budget`, else the last budget."""
+        return self.predict.budget or budget_name(self.budgets[-1])
 
     def instances(self) -> list[Instance]:
         """Every stage's own section, and each budget of the per-budget stages."""
@@ -116,11 +127,11 @@ def build_stage_config(cfg: ExperimentConfig, stage: str, budget: str | None) ->
     experiment's `data` and `model` filled in. The config's own rules run here, and fine-tuning's head layer must
     exist in the head that pretraining builds; a problem names its key (`finetune.per_budget.1pct.proj_selector`)."""
     section = getattr(cfg, stage)
-    values = {name: getattr(section, name) for name in type(section).model_fields if name != "per_budget"}
+    cls = STAGE_CLASSES[stage]
+    values = {name: getattr(section, name) for name in type(section).model_fields if name in cls.__pydantic_fields__}
     override = section.per_budget.get(budget) if budget is not None else None
     if override is not None:
         values |= {name: getattr(override, name) for name in override.model_fields_set}  # a written null too
-    cls = STAGE_CLASSES[stage]
     values |= {name: getattr(cfg, name) for name in ("data", "model") if name in cls.__pydantic_fields__}
     key = (stage, "per_budget", budget) if override is not None else (stage,)
     try:

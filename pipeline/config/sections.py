@@ -20,6 +20,7 @@ from pydantic import (
 from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
+from stages.predict import PredictConfig
 from stages.pretrain import PretrainConfig
 
 STAGE_CLASSES: dict[str, type] = {
@@ -28,11 +29,23 @@ STAGE_CLASSES: dict[str, type] = {
     "baseline": FinetuneConfig,  # the supervised baseline is the finetune stage without pretrained weights
     "distill": DistillConfig,
     "evaluate": EvaluateConfig,
+    "predict": PredictConfig,
 }
 STAGES = tuple(STAGE_CLASSES)
 BUDGET_STAGES = ("finetune", "baseline", "distill")  # one instance per label budget
 SHARED_SECTIONS = frozenset({"data", "model"})  # the experiment's own sections, filled into every stage's config
 NO_HEAD = frozenset({"proj_selector"})  # the baseline has no projection head to select layers of
+RUN_IMAGES = frozenset({"images"})  # the flow's predict stage pre-labels the run's own unlabeled images
+PREDICT_MODEL = {  # which classifier of the run pre-labels: keys of the predict section that no stage reads
+    "model": (
+        Literal["distill", "finetune", "baseline"],
+        Field("distill", description="the stage whose classifier pre-labels the unlabeled images"),
+    ),
+    "budget": (
+        str | None,
+        Field(None, description="its label budget, e.g. 10pct; None: the largest (the last one in `budgets`)"),
+    ),
+}
 
 STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
@@ -54,13 +67,14 @@ class Override(BaseModel):
         return {key: value for key, value in handler(self).items() if key in self.model_fields_set}
 
 
-def stage_section(stage: str, exclude: frozenset[str] = frozenset()) -> type[Section]:
-    """The section of `stage`: its config's fields minus the shared sections and `exclude`, plus `per_budget` (key:
-    budget name) for the stages that run once per budget."""
+def stage_section(stage: str, exclude: frozenset[str] = frozenset(), extra: dict | None = None) -> type[Section]:
+    """The section of `stage`: its config's fields minus the shared sections and `exclude`, plus the flow's own
+    `extra` fields and, for the stages that run once per budget, `per_budget` (key: budget name)."""
     config_fields = STAGE_CLASSES[stage].__pydantic_fields__
     fields = {
         name: (info.annotation, info) for name, info in config_fields.items() if name not in SHARED_SECTIONS | exclude
     }
+    fields |= extra or {}
     section = create_model(f"{stage.capitalize()}Section", __base__=Section, **fields)
     if stage not in BUDGET_STAGES:
         return section
@@ -82,6 +96,7 @@ FinetuneSection = stage_section("finetune")
 BaselineSection = stage_section("baseline", NO_HEAD)
 DistillSection = stage_section("distill")
 EvaluateSection = stage_section("evaluate")
+PredictSection = stage_section("predict", RUN_IMAGES, PREDICT_MODEL)
 
 
 class ReportConfig(BaseModel):

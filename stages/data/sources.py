@@ -402,7 +402,7 @@ def unlabeled_rows(config: DataConfig) -> Dataset | None:
     pool = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if len(pool) == 0:
         raise DataError(f"{where} holds no images; point it at a folder or dataset of images, or remove it")
-    _log_non_images(config.unlabeled)
+    log_non_images(config.unlabeled)
     return pool
 
 
@@ -416,7 +416,7 @@ def image_column_of(dataset: Dataset, wanted: str, where: str) -> str:
     raise DataError(f"{where} has no image column {wanted!r}; its columns: {dataset.column_names}")
 
 
-def _log_non_images(source: str) -> None:
+def log_non_images(source: str) -> None:
     """imagefolder reads image files only: say how many other files were passed over, so none vanish silently."""
     kind, _, folder = source.partition(":")
     if kind != "imagefolder":

@@ -1,0 +1,184 @@
+"""Stage `predict`: pre-labels (class, confidence, top-k) for the images nobody labeled, from a trained classifier.
+
+    python -m stages.predict --out runs/predict --classifier runs/distill --subset runs/subsets/10pct.json
+    python -m stages.predict --out prelabels --classifier runs/distill --images imagefolder:/data/new --image-size 32
+
+Inputs: `--classifier DIR` (the output of finetune, the baseline or distill) and, optionally, `--subset FILE` (the
+label subset that classifier was trained on). Without `--images` it covers the run's data: every training image
+without a label in the subset, apart from those held out as the test split; it also writes `test_predictions.csv`
+(image, label, predicted, confidence for every test image), from which the report measures how accurate pre-labels
+are at each confidence. With `--images SOURCE` (any `--data.source` form, e.g. imagefolder:<folder>) it covers every
+image of that source, read batch by batch, so the folder need not fit in memory.
+
+Images go through the evaluation preprocessing (docs/simclrv2.md#evaluation-preprocessing). Writes
+`prelabels.csv` and `prelabels.parquet` (layout: stages/evaluation/prelabels.py) and `metrics.json` to `--out`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import torch
+from annotated_types import Ge
+from datasets.utils import tqdm
+from pydantic import StrictInt
+
+from stages.config_schema import SPEED_ONLY, config_dataclass
+from stages.data.errors import DataError
+from stages.data.image_stream import ImageStream
+from stages.data.label_subsets import load_subset
+from stages.data.sources import DataConfig, ImageSplit, load_splits
+from stages.evaluation.prelabels import PrelabelWriter, predict_batches
+from stages.models.weights import LoadedClassifier, check_same_classes, load_classifier, weights_file
+from stages.training.accelerator import make_accelerator
+from stages.training.cli import parse_stage_args, run_and_print
+from stages.training.files import write_text_atomic
+from stages.training.finish import finish_stage
+
+log = logging.getLogger(__name__)
+PRELABELS = "prelabels"  # the stem of prelabels.csv and prelabels.parquet
+TEST_PREDICTIONS = "test_predictions.csv"
+Batches = Iterable[tuple[list[str], list[str], torch.Tensor]]  # (ids, paths, uint8 N x 3 x H x W images)
+
+
+@config_dataclass
+class PredictConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    images: str | None = None
+    """a source of images to pre-label (e.g. imagefolder:<folder>) instead of the run's unlabeled training images"""
+    image_size: Annotated[StrictInt, Ge(1)] | None = None
+    """side of the centre crop fed to the network, in pixels: the classifier's training image_size (the pipeline
+    fills it in)"""
+    top_k: Annotated[StrictInt, Ge(1)] = 5
+    """most likely classes listed per image"""
+    batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
+    """images per forward pass"""
+
+
+def run(config: PredictConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    if "classifier" not in inputs:
+        raise ValueError("predict needs the 'classifier' input: the output directory of finetune, baseline or distill")
+    weights_file(inputs["classifier"], "finetune, baseline or distill")  # fail before loading any data
+    if config.image_size is None:
+        raise ValueError("predict needs --image-size: the image_size the classifier was trained at")
+    accelerator = make_accelerator(out_dir, seed=0)
+    classifier = load_classifier(inputs["classifier"], stage="finetune, baseline or distill")
+    model = classifier.model.to(accelerator.device)
+    metrics: dict = {"model": str(inputs["classifier"])}
+    if config.images is None:
+        batches, metrics["num_test"] = run_images(config, classifier, inputs.get("subset"), model, out_dir)
+        source = config.data.source
+    else:
+        batches, source = source_images(config, classifier), config.images
+    start = time.perf_counter()
+    written = write_prelabels(model, classifier.class_names, batches, config, out_dir / PRELABELS)
+    seconds = time.perf_counter() - start
+    metrics |= {
+        "images": source,
+        "num_prelabeled": written,
+        "num_skipped": len(batches.skipped) if isinstance(batches, ImageStream) else 0,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(written / max(seconds, 1e-9), 2),
+    }
+    log.info("pre-labeled %d images of %s in %.1f s: %s.csv", written, source, seconds, out_dir / PRELABELS)
+    return finish_stage(accelerator, out_dir, metrics)
+
+
+def run_images(
+    config: PredictConfig, classifier: LoadedClassifier, subset: Path | None, model: torch.nn.Module, out_dir: Path
+) -> tuple[Batches, int]:
+    """The run's unlabeled training images as batches; writes the test split's predictions on the way."""
+    train, test = load_splits(config.data)
+    check_same_classes(classifier.class_names, train, classifier.file)
+    write_test_predictions(model, classifier.class_names, test, config, out_dir / TEST_PREDICTIONS)
+    rows = unlabeled_rows(train, subset)
+    log.info("pre-labeling %d of the %d training images (the rest are labeled or held out)", len(rows), len(train))
+    return list(in_memory_batches(train, rows, config.batch_size)), len(test)
+
+
+def unlabeled_rows(train: ImageSplit, subset: Path | None) -> torch.Tensor:
+    """Training rows the classifier had no label for: outside its label subset and not held out as test images."""
+    unlabeled = torch.ones(len(train), dtype=torch.bool)
+    if subset is not None:
+        unlabeled[load_subset(subset, train.ids)] = False
+    else:
+        unlabeled &= ~train.labeled
+    if train.held_out is not None:
+        unlabeled &= ~train.held_out
+    return unlabeled.nonzero().flatten()
+
+
+def in_memory_batches(split: ImageSplit, rows: torch.Tensor, batch_size: int) -> Iterator[tuple]:
+    for start in range(0, len(rows), batch_size):
+        chosen = rows[start : start + batch_size]
+        yield [split.ids[row] for row in chosen.tolist()], [""] * len(chosen), split.images[chosen]
+
+
+def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageStream:
+    stream = ImageStream(config.images, config.batch_size, config.data.image_size, config.data.image_column)
+    if stream.class_names is not None and stream.class_names != classifier.class_names:
+        raise DataError(
+            f"{config.images} is sorted into the classes {stream.class_names[:10]}, but the classifier "
+            f"{classifier.file} knows {classifier.class_names[:10]}: use a model trained on these classes"
+        )
+    return stream
+
+
+def write_prelabels(
+    model: torch.nn.Module, class_names: list[str], batches: Batches, config: PredictConfig, stem: Path
+) -> int:
+    """Stream every batch's predictions into `<stem>.csv` and `<stem>.parquet`; returns the number of rows."""
+    paths_of: dict[str, str] = {}
+
+    def images() -> Iterator[tuple[list[str], torch.Tensor]]:
+        for ids, paths, images in tqdm(batches, desc="Pre-labeling", unit="batch"):
+            if len(ids):
+                paths_of.update(zip(ids, paths, strict=True))
+                yield ids, images
+
+    with PrelabelWriter(stem, class_names, config.top_k) as writer:
+        for batch in predict_batches(model, images(), config.image_size, top_k=config.top_k):
+            writer.write(batch, [paths_of.pop(image) for image in batch.ids])
+    if writer.rows == 0:
+        raise DataError(f"no image could be read from {config.images or config.data.source}: nothing to pre-label")
+    return writer.rows
+
+
+def write_test_predictions(
+    model: torch.nn.Module, class_names: list[str], test: ImageSplit, config: PredictConfig, path: Path
+) -> None:
+    """image, label, predicted, confidence for every test image: what the report measures pre-label accuracy on."""
+    batches = ((ids, images) for ids, _, images in in_memory_batches(test, torch.arange(len(test)), config.batch_size))
+    predicted, confidence = [], []
+    for batch in predict_batches(model, batches, config.image_size, top_k=1):
+        predicted += batch.predicted.tolist()
+        confidence += batch.confidence.tolist()
+    names = np.asarray(class_names, dtype=object)
+    table = pd.DataFrame(
+        {
+            "image": test.ids,
+            "label": names[test.labels.numpy()],
+            "predicted": names[predicted],
+            "confidence": confidence,
+        }
+    )
+    write_text_atomic(path, table.to_csv(index=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, inputs, out = parse_stage_args(
+        "stages.predict", PredictConfig, __doc__, argv, inputs=("classifier",), optional_inputs=("subset",)
+    )
+    run_and_print("stages.predict", lambda: run(config, inputs, out))
+
+
+if __name__ == "__main__":
+    main()
