@@ -18,6 +18,7 @@ _CORE_API = {
     "SimCLRModel": "stages.models.heads",
     "build_classifier": "stages.models.heads",
     "build_encoder": "stages.models.resnet",
+    "load_classifier": "stages.models.weights",
     "LARS": "stages.optim.lars",
     "lars_param_groups": "stages.optim.lars",
     "scale_learning_rate": "stages.optim.schedules",
