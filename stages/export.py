@@ -114,13 +114,14 @@ def run(
     stage_dir: Path, fmt: str, out: Path | None = None, image_size: int | None = None, overwrite: bool = False
 ) -> dict:
     """Write the classifier of `stage_dir` in format `fmt`; returns what was written."""
-    stage_dir = stage_dir_of(Path(stage_dir))
+    source = Path(stage_dir)  # the directory or a weights file, whatever its name
+    stage_dir = stage_dir_of(source)
     out = output_path(stage_dir, fmt, out, overwrite)
     if image_size is None and fmt != "safetensors":
         image_size = manifest_image_size(stage_dir)
         if image_size is None and fmt == "onnx":
             raise ValueError(f"pass --image-size: {stage_dir} has no {MANIFEST} to read config.image_size from")
-    loaded = load_classifier(stage_dir, stage=CLASSIFIER_STAGES)
+    loaded = load_classifier(source, stage=CLASSIFIER_STAGES)
     result = {"format": fmt, "out": str(out), "source": str(loaded.file), "num_classes": len(loaded.class_names)}
     if fmt == "safetensors":
         export_safetensors(loaded, out)

@@ -58,9 +58,12 @@ def test_onnx_goes_to_export_in_the_stage_dir_at_the_manifests_image_size(tmp_pa
     assert json.loads({p.key: p.value for p in model.metadata_props}["class_names"]) == CLASSES
 
 
-def test_safetensors_from_the_weights_file_to_out(tmp_path, capsys):
+def test_safetensors_from_a_weights_file_of_any_name_to_out(tmp_path, capsys):
     finetune = stage_dir(tmp_path / "finetune", image_size=None)
-    main([str(finetune / WEIGHTS_FILE), "--format", "safetensors", "--out", str(tmp_path / "copy.safetensors")])
+    (finetune / WEIGHTS_FILE).rename(finetune / "student.safetensors")
+    main(
+        [str(finetune / "student.safetensors"), "--format", "safetensors", "--out", str(tmp_path / "copy.safetensors")]
+    )
 
     assert json.loads(capsys.readouterr().out)["out"] == str(tmp_path / "copy.safetensors")
     assert load_classifier(tmp_path / "copy.safetensors").class_names == CLASSES
