@@ -1,8 +1,11 @@
 """The `simclrv2` command.
 
     simclrv2 run [CONFIG] [--set KEY=VALUE ...] [--only STAGE ...] [--force STAGE ...]
-    simclrv2 serve          # serve one deployment per configs/*.yaml for `prefect deployment run`
-    simclrv2 report RUN_DIR # rebuild the label-budget report of a finished run
+    simclrv2 serve                        # serve one deployment per configs/*.yaml for `prefect deployment run`
+    simclrv2 report RUN_DIR               # rebuild the label-budget report of a finished run
+    simclrv2 predict MODEL_OR_RUN IMAGES  # pre-label any folder of images
+    simclrv2 select RUN --budget N        # the N unlabeled images to label next
+    simclrv2 export STAGE_DIR --format safetensors|torchvision|onnx
 
 Without CONFIG, `run` runs configs/quickstart.yaml and ends by printing where the report is. A bad config, a missing
 upstream for `--only`, or a second run of a running experiment is one line on stderr and exit status 2.
@@ -16,12 +19,27 @@ import sys
 from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
-from pipeline.manifest import MANIFEST, read_manifest, write_manifest
-from pipeline.plan import REPORT, build_plan, select
+from pipeline.manifest import read_manifest, write_manifest
+from pipeline.plan import build_plan, select
+from pipeline.run_outputs import default_classifier, find_report_dir, pretrain_dir, stage_config, teacher_dir
 from pipeline.store import ExperimentLocked, experiment_lock
 
 CONFIG_DIR = DEFAULT_CONFIG.parent
-USAGE_ERRORS = (ConfigError, ExperimentLocked, ValueError, FileNotFoundError)
+USAGE_ERRORS = (ConfigError, ExperimentLocked, ValueError, FileNotFoundError, FileExistsError)
+PREDICT_EXAMPLES = """examples:
+  simclrv2 predict runs/quickstart ~/new-images                 # the run's model (distilled, last budget)
+  simclrv2 predict runs/quickstart/distill-10pct/<fp> imagefolder:/data/batch2 --out batch2-prelabels
+  simclrv2 predict runs/quickstart parquet:/data/shots/*.parquet --top-k 3
+
+Writes OUT/prelabels.csv and OUT/prelabels.parquet: image, path, predicted, confidence, top1..topK with their
+probabilities. Review the least confident rows first."""
+SELECT_EXAMPLES = """examples:
+  simclrv2 run my.yaml --only pretrain && simclrv2 select runs/my --budget 100   # cold start: no labels yet
+  simclrv2 select runs/my --budget 50 --out round2                               # uses the run's fine-tuned teacher
+  simclrv2 select runs/my --budget 50 --strategy k-center --no-teacher
+
+Writes OUT/to_label.csv (image, label, path, rank, score, reason) and, for image files, OUT/label_studio_tasks.json.
+Fill in the label column, append the rows to your labels file (data.labels), and run again: pretraining is reused."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another run of the same experiment to finish (default: stop at once)",
     )
     commands.add_parser("serve", help="serve the deployments (one per configs/*.yaml) until interrupted")
+    add_predict_parser(commands)
+    add_select_parser(commands)
+    commands.add_parser(
+        "export",
+        help="export a trained classifier (safetensors, torchvision, onnx); see `simclrv2 export --help`",
+        add_help=False,
+    ).add_argument("args", nargs=argparse.REMAINDER)
     report = commands.add_parser("report", help="rebuild the label-budget report of a finished run, without training")
     report.add_argument("run_dir", type=Path, help="runs/<experiment> (its newest report) or a report stage directory")
     return parser
@@ -126,16 +151,110 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_report_dir(run_dir: Path) -> Path:
-    """`run_dir` itself when it is a report stage directory, else the newest finished report under it."""
-    if (run_dir / MANIFEST).is_file():
-        return run_dir
-    finished = [p.parent for p in (run_dir / REPORT).glob(f"*/{MANIFEST}")]
-    if not finished:
-        raise FileNotFoundError(
-            f"no finished report under {run_dir}: pass runs/<experiment> or a report directory of a finished run"
+def add_predict_parser(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="pre-label a folder (or any source) of images with a trained classifier",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("model", type=Path, metavar="MODEL_OR_RUN", help="runs/<experiment>, or a classifier's dir")
+    predict.add_argument("images", metavar="IMAGES", help="a folder of images, or a source (imagefolder:, parquet:...)")
+    predict.add_argument("--out", type=Path, default=Path("prelabels"), help="output directory (default: prelabels)")
+    predict.add_argument("--top-k", type=int, default=5, help="most likely classes listed per image (default: 5)")
+    predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
+    predict.add_argument("--image-size", type=int, help="crop side; default: the model's training image_size")
+
+
+def add_select_parser(commands: argparse._SubParsersAction) -> None:
+    choose = commands.add_parser(
+        "select",
+        help="rank the unlabeled images of a run: the ones to label next",
+        epilog=SELECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    choose.add_argument("run_dir", type=Path, metavar="RUN", help="runs/<experiment> (or a pretrain stage directory)")
+    choose.add_argument("--budget", type=int, required=True, help="how many images to pick")
+    choose.add_argument("--out", type=Path, default=Path("to-label"), help="output directory (default: to-label)")
+    choose.add_argument("--strategy", default="auto", help="auto | typical | k-center | uncertainty (default: auto)")
+    choose.add_argument("--no-teacher", action="store_true", help="ignore the run's fine-tuned model")
+    choose.add_argument("--seed", type=int, default=0, help="seed of the clustering (default: 0)")
+    choose.add_argument("--label-studio-root", default="/", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
+
+
+def as_source(images: str) -> str:
+    """A folder becomes `imagefolder:<folder>`; anything else is a source already."""
+    return f"imagefolder:{images}" if Path(images).is_dir() else images
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from stages.data.sources import DataConfig
+    from stages.predict import PREDICT_FILES, PredictConfig, run
+
+    try:
+        classifier = default_classifier(args.model)
+        made_with = stage_config(classifier)
+        image_size = args.image_size or made_with.get("image_size")
+        if image_size is None:
+            raise ValueError(f"{classifier} has no manifest to read its image size from; pass --image-size")
+        existing = [args.out / name for name in PREDICT_FILES if (args.out / name).exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]} exists and is kept; pass another --out directory")
+        data = DataConfig(image_size=made_with.get("data", {}).get("image_size"))
+        config = PredictConfig(
+            data=data,
+            images=as_source(args.images),
+            image_size=image_size,
+            top_k=args.top_k,
+            batch_size=args.batch_size,
         )
-    return max(finished, key=lambda p: (p / MANIFEST).stat().st_mtime)
+        metrics = run(config, {"classifier": classifier}, args.out)
+    except USAGE_ERRORS as error:
+        print(f"simclrv2 predict: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"pre-labeled {metrics['num_prelabeled']} images ({metrics['num_skipped']} unreadable, skipped) "
+        f"with {classifier}"
+    )
+    print(f"pre-labels: {args.out / 'prelabels.csv'} (and .parquet)")
+    return 0
+
+
+def select_command(args: argparse.Namespace) -> int:
+    from stages.data.sources import DataConfig
+    from stages.select import SELECTION_CSV, SelectConfig, run
+
+    try:
+        pretrain = pretrain_dir(args.run_dir)
+        made_with = stage_config(pretrain)
+        if not made_with:
+            raise ValueError(f"{pretrain} has no manifest to read its data config from; pass runs/<experiment>")
+        inputs = {"pretrain": pretrain}
+        teacher = None if args.no_teacher else teacher_dir(args.run_dir)
+        if teacher is not None:
+            inputs["teacher"] = teacher
+            inputs["subset"] = Path(read_manifest(teacher)["inputs"]["subset"]["path"])
+        config = SelectConfig(
+            data=DataConfig(**made_with["data"]),
+            budget=args.budget,
+            image_size=made_with["image_size"],
+            strategy=args.strategy,
+            seed=args.seed,
+            label_studio_root=args.label_studio_root,
+        )
+        metrics = run(config, inputs, args.out)
+    except USAGE_ERRORS as error:
+        print(f"simclrv2 select: {error}", file=sys.stderr)
+        return 2
+    print(f"{metrics['num_selected']} images to label next ({metrics['strategy']}): {args.out / SELECTION_CSV}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from stages.export import main as export_main
+
+    export_main(args.args)
+    return 0
 
 
 def serve_command() -> int:
@@ -157,7 +276,14 @@ def serve_command() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"run": run_command, "report": report_command, "serve": lambda _: serve_command()}
+    commands = {
+        "run": run_command,
+        "report": report_command,
+        "serve": lambda _: serve_command(),
+        "predict": predict_command,
+        "select": select_command,
+        "export": export_command,
+    }
     sys.exit(commands[args.command](args))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-NOT_ARTIFACTS = ("checkpoints",)  # top-level folders of a stage directory that are not outputs
+NOT_ARTIFACTS = ("checkpoints", "export")  # top-level folders of a stage directory that are not its outputs
 HALF_WRITTEN = (".partial", ".tmp")
 
 _INSTANCE = re.compile(r"([a-z][a-z0-9_]*)(?:\[([A-Za-z0-9._-]+)\])?")

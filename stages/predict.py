@@ -45,6 +45,7 @@ from stages.training.finish import finish_stage
 log = logging.getLogger(__name__)
 PRELABELS = "prelabels"  # the stem of prelabels.csv and prelabels.parquet
 TEST_PREDICTIONS = "test_predictions.csv"
+PREDICT_FILES = (f"{PRELABELS}.csv", f"{PRELABELS}.parquet")
 Batches = Iterable[tuple[list[str], list[str], torch.Tensor]]  # (ids, paths, uint8 N x 3 x H x W images)
 
 

@@ -79,7 +79,7 @@ class ImageStream:
                 continue
             kept_ids.append(ids[row])
             kept_paths.append(paths[row] or "")
-            arrays.append(torch.from_numpy(array))
+            arrays.append(torch.tensor(array))  # a copy: PIL's arrays are read-only
         sizes = {tuple(array.shape) for array in arrays}
         if len(sizes) > 1:
             raise DataError(

@@ -98,6 +98,7 @@ class ImageSplit:
     class_names: list[str]
     skipped: int  # images skipped as unreadable
     held_out: torch.Tensor | None = None  # N bool: labeled, but the label is the test split's (partly labeled data)
+    paths: list[str | None] | None = None  # per row: the image's file, when the source has files
 
     @property
     def num_classes(self) -> int:
@@ -670,6 +671,7 @@ def build_split(
         class_names=class_names,
         skipped=skipped,
         held_out=held_out[kept].clone() if held_out is not None else None,
+        paths=[rows.paths[row] for row in kept],
     )
 
 

@@ -78,6 +78,17 @@ def predictions(
     return torch.cat(predicted)
 
 
+def class_probabilities(
+    classifier: nn.Module, split: ImageSplit, image_size: int, batch_size: int = 256, device: torch.device | None = None
+) -> torch.Tensor:
+    """`N x K` softmax probabilities of every image, on the CPU."""
+    probabilities = []
+    with eval_mode(classifier):
+        for images, _ in center_crops(split, image_size, batch_size, model_device(classifier, device)):
+            probabilities.append(classifier(images).float().softmax(dim=1).cpu())
+    return torch.cat(probabilities)
+
+
 def prediction_agreement(
     model: nn.Module,
     reference: nn.Module,
