@@ -206,7 +206,7 @@ def predict_command(args: argparse.Namespace) -> int:
             images=as_source(args.images),
             image_size=image_size,
             top_k=args.top_k,
-            batch_size=args.batch_size,
+            eval_batch_size=args.batch_size,
         )
         metrics = run(config, {"classifier": classifier}, args.out)
     except USAGE_ERRORS as error:

@@ -59,7 +59,7 @@ class PredictConfig:
     fills it in)"""
     top_k: Annotated[StrictInt, Ge(1)] = 5
     """most likely classes listed per image"""
-    batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
+    eval_batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
     """images per forward pass"""
 
 
@@ -102,7 +102,7 @@ def run_images(
     write_test_predictions(model, classifier.class_names, test, config, out_dir / TEST_PREDICTIONS)
     rows = unlabeled_rows(train, subset)
     log.info("pre-labeling %d of the %d training images (the rest are labeled or held out)", len(rows), len(train))
-    return list(in_memory_batches(train, rows, config.batch_size)), len(test)
+    return in_memory_batches(train, rows, config.eval_batch_size), len(test)
 
 
 def unlabeled_rows(train: ImageSplit, subset: Path | None) -> torch.Tensor:
@@ -124,7 +124,7 @@ def in_memory_batches(split: ImageSplit, rows: torch.Tensor, batch_size: int) ->
 
 
 def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageStream:
-    stream = ImageStream(config.images, config.batch_size, config.data.image_size, config.data.image_column)
+    stream = ImageStream(config.images, config.eval_batch_size, config.data.image_size, config.data.image_column)
     if stream.class_names is not None and stream.class_names != classifier.class_names:
         raise DataError(
             f"{config.images} is sorted into the classes {stream.class_names[:10]}, but the classifier "
@@ -157,7 +157,9 @@ def write_test_predictions(
     model: torch.nn.Module, class_names: list[str], test: ImageSplit, config: PredictConfig, path: Path
 ) -> None:
     """image, label, predicted, confidence for every test image: what the report measures pre-label accuracy on."""
-    batches = ((ids, images) for ids, _, images in in_memory_batches(test, torch.arange(len(test)), config.batch_size))
+    batches = (
+        (ids, images) for ids, _, images in in_memory_batches(test, torch.arange(len(test)), config.eval_batch_size)
+    )
     predicted, confidence = [], []
     for batch in predict_batches(model, batches, config.image_size, top_k=1):
         predicted += batch.predicted.tolist()

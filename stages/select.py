@@ -54,7 +54,7 @@ class SelectConfig:
     """seed of the clustering"""
     label_studio_root: str = "/"
     """the folder Label Studio serves local files from (LOCAL_FILES_DOCUMENT_ROOT)"""
-    batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
+    eval_batch_size: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 256
     """images per forward pass"""
 
 
@@ -85,13 +85,13 @@ def run(config: SelectConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     device = accelerator.device
     train = load_train(config.data)
     encoder = load_pretrained(inputs["pretrain"])[0].encoder.to(device)
-    features = extract_features(encoder, train, config.image_size, config.batch_size, device)
+    features = extract_features(encoder, train, config.image_size, config.eval_batch_size, device)
     probabilities = None
     if "teacher" in inputs:
         teacher = load_classifier(inputs["teacher"])
         check_same_classes(teacher.class_names, train, teacher.file)
         model = teacher.model.to(device)
-        probabilities = class_probabilities(model, train, config.image_size, config.batch_size, device)
+        probabilities = class_probabilities(model, train, config.image_size, config.eval_batch_size, device)
     labeled = labeled_rows(train, inputs.get("subset"))
     selection = rank_for_labeling(features, labeled, config.budget, config.seed, probabilities, config.strategy)
     rows = selection.rows.tolist()

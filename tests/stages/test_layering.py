@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 STAGES = Path(__file__).resolve().parents[2] / "stages"
-PROGRAMS = ("subsets", "pretrain", "finetune", "distill", "evaluate")
+PROGRAMS = ("subsets", "pretrain", "finetune", "distill", "evaluate", "predict", "select", "export")
 
 
 def imported_modules(path: Path) -> set[str]:
