@@ -11,9 +11,11 @@ BUDGETS = ["budgets=[20, 0.1]", "report.full_label_baseline=false"]
 EVERY_STAGE = {
     "subsets", "pretrain", "evaluate", "report",
     "baseline[20labels]", "baseline[10pct]", "finetune[20labels]", "finetune[10pct]",
-    "distill[20labels]", "distill[10pct]",
+    "distill[20labels]", "distill[10pct]", "predict",
 }  # fmt: skip
-AFTER_PRETRAIN = {"pretrain", "finetune[20labels]", "finetune[10pct]", "distill[20labels]", "distill[10pct]"}
+AFTER_PRETRAIN = {
+    "pretrain", "finetune[20labels]", "finetune[10pct]", "distill[20labels]", "distill[10pct]", "predict",
+}  # fmt: skip
 
 
 def plan_with(*overrides: str, code: str | None = "pinned"):
@@ -92,9 +94,41 @@ def test_the_temperature_reruns_pretraining_and_everything_after_it():
 
 
 def test_a_budget_setting_reruns_that_budget_and_what_depends_on_it():
-    assert changed("finetune.per_budget={10pct: {epochs: 5}}") == {"finetune[10pct]", "distill[10pct]", "report"}
+    assert changed("finetune.per_budget={10pct: {epochs: 5}}") == {
+        "finetune[10pct]", "distill[10pct]", "predict", "report",
+    }  # fmt: skip
     assert changed("baseline.base_lr=0.2") == {"baseline[20labels]", "baseline[10pct]", "report"}
     assert changed("subset_seed=1") == EVERY_STAGE - {"pretrain", "evaluate"}
+
+
+def test_predict_pre_labels_with_the_last_budgets_student_unless_told_otherwise():
+    plan = plan_with()
+    assert plan["predict"].upstream == ["distill[10pct]", "subsets"]
+    assert input_paths(plan, plan["predict"])["subset"] == plan["subsets"].out_dir / "10pct.json"
+    assert plan["predict"].config.image_size == plan["distill[10pct]"].config.image_size  # the model's crop
+    chosen = plan_with("predict.model=finetune", "predict.budget=20labels")["predict"]
+    assert chosen.upstream == ["finetune[20labels]", "subsets"]
+    with pytest.raises(ValueError, match=r"predict\.budget: '5pct' is not one of the budgets \(20labels, 10pct\)"):
+        plan_with("predict.budget=5pct")
+
+
+def test_the_labels_file_reruns_everything_but_pretraining(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,label\ntrain-0,0\n")
+    before = fingerprints(f"data.labels={labels}")
+    labels.write_text("image,label\ntrain-0,0\ntrain-1,1\n")  # a person labeled one more image
+    after = fingerprints(f"data.labels={labels}")
+    assert {name for name in before if before[name] != after[name]} == EVERY_STAGE - {"pretrain"}
+    assert fingerprints()["pretrain"] == after["pretrain"]  # nor does giving a labels file at all
+
+
+def test_a_missing_labels_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data\.labels: .*nope\.csv does not exist"):
+        plan_with(f"data.labels={tmp_path / 'nope.csv'}")
+
+
+def test_an_unlabeled_pool_reruns_pretraining():
+    assert "pretrain" in changed("data.unlabeled=imagefolder:/data/more")
 
 
 def test_the_speed_settings_are_left_out_at_every_depth():
