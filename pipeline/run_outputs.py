@@ -11,10 +11,11 @@ from pipeline.plan import PREDICT, REPORT
 
 
 def find_report_dir(run_dir: Path) -> Path:
-    """`run_dir` itself when it is a report stage directory, else the newest finished report under it."""
+    """`run_dir` itself when it is a report stage directory, else the newest report under it with a manifest (its
+    files may be missing: `simclrv2 report` rebuilds them)."""
     if (run_dir / MANIFEST).is_file():
         return run_dir
-    newest = newest_finished(run_dir, REPORT)
+    newest = newest_finished(run_dir, REPORT, complete=False)
     if newest is None:
         raise FileNotFoundError(
             f"no finished report under {run_dir}: pass runs/<experiment> or a report directory of a finished run"
@@ -22,10 +23,11 @@ def find_report_dir(run_dir: Path) -> Path:
     return newest
 
 
-def newest_finished(run_dir: Path, instance: str) -> Path | None:
-    """The newest complete directory of `instance` ("pretrain", "distill[10pct]") under `run_dir`, or None."""
+def newest_finished(run_dir: Path, instance: str, complete: bool = True) -> Path | None:
+    """The newest finished directory of `instance` ("pretrain", "distill[10pct]") under `run_dir`, or None; with
+    `complete`, only one whose every artifact is still there."""
     finished = [path.parent for path in (run_dir / stage_dirname(instance)).glob(f"*/{MANIFEST}")]
-    finished = [path for path in finished if is_complete(path)]
+    finished = [path for path in finished if is_complete(path) or not complete]
     return max(finished, key=lambda path: (path / MANIFEST).stat().st_mtime) if finished else None
 
 

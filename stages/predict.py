@@ -5,7 +5,8 @@
 
 Inputs: `--classifier DIR` (the output of finetune, the baseline or distill) and, optionally, `--subset FILE` (the
 label subset that classifier was trained on). Without `--images` it covers the run's data: every training image
-without a label in the subset, apart from those held out as the test split; it also writes `test_predictions.csv`
+without a label (when every image has one, as in a benchmark, every image outside the subset), apart from those
+held out as the test split; it also writes `test_predictions.csv`
 (image, label, predicted, confidence for every test image), from which the report measures how accurate pre-labels
 are at each confidence. With `--images SOURCE` (any `--data.source` form, e.g. imagefolder:<folder>) it covers every
 image of that source, read batch by batch, so the folder need not fit in memory.
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +34,7 @@ from pydantic import StrictInt
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.errors import DataError
 from stages.data.image_stream import ImageStream
-from stages.data.label_subsets import load_subset
+from stages.data.label_subsets import labeled_images
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.prelabels import PrelabelWriter, predict_batches
 from stages.models.weights import LoadedClassifier, check_same_classes, load_classifier, weights_file
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 PRELABELS = "prelabels"  # the stem of prelabels.csv and prelabels.parquet
 TEST_PREDICTIONS = "test_predictions.csv"
 PREDICT_FILES = (f"{PRELABELS}.csv", f"{PRELABELS}.parquet")
-Batches = Iterable[tuple[list[str], list[str], torch.Tensor]]  # (ids, paths, uint8 N x 3 x H x W images)
 
 
 @config_dataclass
@@ -74,6 +74,7 @@ def run(config: PredictConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     classifier = load_classifier(inputs["classifier"], stage="finetune, baseline or distill")
     model = classifier.model.to(accelerator.device)
     metrics: dict = {"model": str(inputs["classifier"])}
+    batches: ImageStream | RunImages
     if config.images is None:
         batches, metrics["num_test"] = run_images(config, classifier, inputs.get("subset"), model, out_dir)
         source = config.data.source
@@ -85,7 +86,7 @@ def run(config: PredictConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     metrics |= {
         "images": source,
         "num_prelabeled": written,
-        "num_skipped": len(batches.skipped) if isinstance(batches, ImageStream) else 0,
+        "num_skipped": batches.num_skipped(),
         "seconds": round(seconds, 3),
         "images_per_second": round(written / max(seconds, 1e-9), 2),
     }
@@ -93,34 +94,42 @@ def run(config: PredictConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     return finish_stage(accelerator, out_dir, metrics)
 
 
+@dataclass
+class RunImages:
+    """Batches of some rows of a split already in memory, as `ImageStream` gives them."""
+
+    split: ImageSplit
+    rows: torch.Tensor
+    batch_size: int
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[tuple[list[str], list[str], torch.Tensor]]:
+        paths = self.split.paths or [None] * len(self.split)
+        for start in range(0, len(self.rows), self.batch_size):
+            chosen = self.rows[start : start + self.batch_size]
+            rows = chosen.tolist()
+            yield [self.split.ids[r] for r in rows], [paths[r] or "" for r in rows], self.split.images[chosen]
+
+    def num_skipped(self) -> int:
+        return self.split.skipped
+
+
 def run_images(
     config: PredictConfig, classifier: LoadedClassifier, subset: Path | None, model: torch.nn.Module, out_dir: Path
-) -> tuple[Batches, int]:
+) -> tuple[RunImages, int]:
     """The run's unlabeled training images as batches; writes the test split's predictions on the way."""
     train, test = load_splits(config.data)
     check_same_classes(classifier.class_names, train, classifier.file)
     write_test_predictions(model, classifier.class_names, test, config, out_dir / TEST_PREDICTIONS)
-    rows = unlabeled_rows(train, subset)
+    rows = (~(labeled_images(train, subset) | held_out(train))).nonzero().flatten()
     log.info("pre-labeling %d of the %d training images (the rest are labeled or held out)", len(rows), len(train))
-    return in_memory_batches(train, rows, config.eval_batch_size), len(test)
+    return RunImages(train, rows, config.eval_batch_size), len(test)
 
 
-def unlabeled_rows(train: ImageSplit, subset: Path | None) -> torch.Tensor:
-    """Training rows the classifier had no label for: outside its label subset and not held out as test images."""
-    unlabeled = torch.ones(len(train), dtype=torch.bool)
-    if subset is not None:
-        unlabeled[load_subset(subset, train.ids)] = False
-    else:
-        unlabeled &= ~train.labeled
-    if train.held_out is not None:
-        unlabeled &= ~train.held_out
-    return unlabeled.nonzero().flatten()
-
-
-def in_memory_batches(split: ImageSplit, rows: torch.Tensor, batch_size: int) -> Iterator[tuple]:
-    for start in range(0, len(rows), batch_size):
-        chosen = rows[start : start + batch_size]
-        yield [split.ids[row] for row in chosen.tolist()], [""] * len(chosen), split.images[chosen]
+def held_out(train: ImageSplit) -> torch.Tensor:
+    return train.held_out if train.held_out is not None else torch.zeros(len(train), dtype=torch.bool)
 
 
 def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageStream:
@@ -134,22 +143,25 @@ def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageS
 
 
 def write_prelabels(
-    model: torch.nn.Module, class_names: list[str], batches: Batches, config: PredictConfig, stem: Path
+    model: torch.nn.Module, class_names: list[str], batches: ImageStream | RunImages, config: PredictConfig, stem: Path
 ) -> int:
     """Stream every batch's predictions into `<stem>.csv` and `<stem>.parquet`; returns the number of rows."""
     paths_of: dict[str, str] = {}
 
     def images() -> Iterator[tuple[list[str], torch.Tensor]]:
-        for ids, paths, images in tqdm(batches, desc="Pre-labeling", unit="batch"):
-            if len(ids):
-                paths_of.update(zip(ids, paths, strict=True))
-                yield ids, images
+        with tqdm(total=len(batches), desc="Pre-labeling", unit="img") as progress:
+            for ids, paths, images in batches:
+                progress.update(len(ids))
+                if len(ids):
+                    paths_of.update(zip(ids, paths, strict=True))
+                    yield ids, images
 
     with PrelabelWriter(stem, class_names, config.top_k) as writer:
         for batch in predict_batches(model, images(), config.image_size, top_k=config.top_k):
             writer.write(batch, [paths_of.pop(image) for image in batch.ids])
-    if writer.rows == 0:
-        raise DataError(f"no image could be read from {config.images or config.data.source}: nothing to pre-label")
+        if writer.rows == 0:  # inside: the writer then leaves no files behind
+            source = config.images or config.data.source
+            raise DataError(f"{source}: no image to pre-label (every image is labeled, held out or unreadable)")
     return writer.rows
 
 
@@ -157,9 +169,7 @@ def write_test_predictions(
     model: torch.nn.Module, class_names: list[str], test: ImageSplit, config: PredictConfig, path: Path
 ) -> None:
     """image, label, predicted, confidence for every test image: what the report measures pre-label accuracy on."""
-    batches = (
-        (ids, images) for ids, _, images in in_memory_batches(test, torch.arange(len(test)), config.eval_batch_size)
-    )
+    batches = ((ids, images) for ids, _, images in RunImages(test, torch.arange(len(test)), config.eval_batch_size))
     predicted, confidence = [], []
     for batch in predict_batches(model, batches, config.image_size, top_k=1):
         predicted += batch.predicted.tolist()

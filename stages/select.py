@@ -22,13 +22,12 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Literal
 
-import torch
 from annotated_types import Ge
 from pydantic import StrictInt
 
 from stages.config_schema import SPEED_ONLY, config_dataclass
-from stages.data.label_subsets import load_subset
-from stages.data.sources import DataConfig, ImageSplit, load_train
+from stages.data.label_subsets import labeled_images
+from stages.data.sources import DataConfig, load_train
 from stages.evaluation.metrics import class_probabilities, extract_features
 from stages.models.weights import check_same_classes, load_classifier, load_pretrained, weights_file
 from stages.selection.label_lists import write_label_studio_tasks, write_selection_csv
@@ -58,17 +57,6 @@ class SelectConfig:
     """images per forward pass"""
 
 
-def labeled_rows(train: ImageSplit, subset: Path | None) -> torch.Tensor:
-    """N bools: the images that have a label. A dataset that labels every image simulates scarcity: there, only the
-    subset's images count as labeled (none without a subset)."""
-    if not bool(train.labeled.all()):
-        return train.labeled
-    labeled = torch.zeros(len(train), dtype=torch.bool)
-    if subset is not None:
-        labeled[load_subset(subset, train.ids)] = True
-    return labeled
-
-
 def run(config: SelectConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     if "pretrain" not in inputs:
@@ -92,7 +80,7 @@ def run(config: SelectConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         check_same_classes(teacher.class_names, train, teacher.file)
         model = teacher.model.to(device)
         probabilities = class_probabilities(model, train, config.image_size, config.eval_batch_size, device)
-    labeled = labeled_rows(train, inputs.get("subset"))
+    labeled = labeled_images(train, inputs.get("subset"))
     selection = rank_for_labeling(features, labeled, config.budget, config.seed, probabilities, config.strategy)
     rows = selection.rows.tolist()
     ids = [train.ids[row] for row in rows]

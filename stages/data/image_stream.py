@@ -58,33 +58,34 @@ class ImageStream:
     def __len__(self) -> int:
         return self.total
 
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
     def __iter__(self) -> Iterator[tuple[list[str], list[str], torch.Tensor]]:
+        """Batches of at most `batch_size` images; a batch whose images differ in size comes as one batch per size
+        (the evaluation crop then brings each to the network's size)."""
+        paths = [path for part in self.parts for path in image_paths(part)]  # paths only: bytes are read per batch
+        ids = row_ids(paths, [f"{UNLABELED_SPLIT}-{row}" for row in range(len(paths))])  # distinct over all splits
         offset = 0
         for part in self.parts:
-            paths = image_paths(part)  # the paths alone: image bytes are read batch by batch
-            ids = row_ids(paths, [f"{UNLABELED_SPLIT}-{offset + row}" for row in range(len(part))])
             for start in range(0, len(part), self.batch_size):
                 values = part[start : start + self.batch_size]["image"]
-                yield self._batch(values, ids[start:], paths[start:])
+                yield from self._batches(values, ids[offset + start :], paths[offset + start :])
             offset += len(part)
 
-    def _batch(
+    def _batches(
         self, values: list, ids: list[str], paths: list[str | None]
-    ) -> tuple[list[str], list[str], torch.Tensor]:
-        kept_ids, kept_paths, arrays = [], [], []
+    ) -> Iterator[tuple[list[str], list[str], torch.Tensor]]:
+        by_size: dict[tuple, tuple[list, list, list]] = {}
         for row, value in enumerate(values):
             array = decode_image(value, ids[row], paths[row], self.image_size, skip_bad=True)
             if array is None:
                 self.skipped.append(paths[row] or ids[row])
+                logger.warning("%s: skipped the unreadable image %s", self.source, paths[row] or ids[row])
                 continue
-            kept_ids.append(ids[row])
-            kept_paths.append(paths[row] or "")
-            arrays.append(torch.tensor(array))  # a copy: PIL's arrays are read-only
-        sizes = {tuple(array.shape) for array in arrays}
-        if len(sizes) > 1:
-            raise DataError(
-                f"{self.source}: images of different sizes ({sorted(sizes)[:3]}, H x W x C) in one batch; pass an "
-                "image size so that each is resized to one square size"
-            )
-        images = torch.stack(arrays).permute(0, 3, 1, 2).contiguous() if arrays else torch.empty(0, 3, 1, 1)
-        return kept_ids, kept_paths, images.to(torch.uint8)
+            group = by_size.setdefault(array.shape, ([], [], []))
+            group[0].append(ids[row])
+            group[1].append(paths[row] or "")
+            group[2].append(torch.tensor(array))  # a copy: PIL's arrays are read-only
+        for kept_ids, kept_paths, arrays in by_size.values():
+            yield kept_ids, kept_paths, torch.stack(arrays).permute(0, 3, 1, 2).contiguous()

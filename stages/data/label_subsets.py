@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from stages.data.ids import match_names
-from stages.data.sources import UNLABELED
+from stages.data.sources import UNLABELED, ImageSplit
 from stages.training.files import write_text_atomic
 
 Budget = float | int | str  # float in (0, 1]: a fraction of the labels; int >= 1: a number of labels; "all"
@@ -308,3 +308,15 @@ def _csv_images(text: str) -> list[str] | None:
     if not lines or lines[0].split(",")[0].strip() != CSV_IMAGE_COLUMN:
         return None
     return [row[CSV_IMAGE_COLUMN].strip() for row in csv.DictReader(lines) if (row[CSV_IMAGE_COLUMN] or "").strip()]
+
+
+def labeled_images(train: ImageSplit, subset: str | os.PathLike | None) -> torch.Tensor:
+    """N bools: the training images that count as labeled. Where some images lack a label (the team's case), those
+    with one. Where the dataset labels every image, scarcity is simulated: only the subset's images count (none
+    without a subset)."""
+    if not bool(train.labeled.all()):
+        return train.labeled.clone()
+    labeled = torch.zeros(len(train), dtype=torch.bool)
+    if subset is not None:
+        labeled[load_subset(subset, train.ids)] = True
+    return labeled

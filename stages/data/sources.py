@@ -362,6 +362,10 @@ def _load(source: str, builder: str, **kwargs: Any) -> DatasetDict:
     try:
         return datasets.load_dataset(builder, **kwargs)
     except Exception as error:
+        if builder == "imagefolder" and ("corresponds to no data" in str(error) or "any data files" in str(error)):
+            raise DataError(
+                f"{source}: no image files in it (or in one of its folders); point it at a folder of images"
+            ) from None
         if "corresponds to no data" in str(error):  # how `datasets` reports a split without rows
             raise DataError(f"{source}: a split is empty ({error}); every split needs images") from None
         raise DataError(f"{source}: could not load it with datasets' {builder!r} loader: {error}") from error

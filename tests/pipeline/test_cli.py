@@ -1,5 +1,6 @@
 """The `simclrv2` command: every usage mistake is one line on stderr and exit status 2, before Prefect starts."""
 
+import re
 import subprocess
 import sys
 import types
@@ -132,3 +133,29 @@ def test_help_lists_the_commands_and_the_run_options():
     assert "run" in top and "serve" in top and "simclrv2" in top
     for option in ("--set", "--only", "--force", "KEY=VALUE"):
         assert option in run
+
+
+@pytest.mark.parametrize("command", ["predict", "select"])
+def test_predict_and_select_help_shows_examples(command, capsys):
+    status, out, _ = run_cli([command, "--help"], capsys)
+    assert status == 0 and "examples:" in out and f"simclrv2 {command} runs/" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "nowhere", "images"], r"simclrv2 predict: nowhere is neither a finished run"),
+        (["select", "nowhere", "--budget", "5"], r"simclrv2 select: no finished pretraining under nowhere"),
+    ],
+)
+def test_predict_and_select_name_a_run_that_is_not_there(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_cli(args, capsys)
+    assert status == 2 and out == "" and len(err.splitlines()) == 1
+    assert re.match(message, err), err
+    assert not (tmp_path / "prelabels").exists() and not (tmp_path / "to-label").exists()  # nothing written
+
+
+def test_export_forwards_to_the_export_program(capsys, tmp_path):
+    status, _, err = run_cli(["export", str(tmp_path / "missing"), "--format", "onnx"], capsys)
+    assert status == 2 and "missing" in err

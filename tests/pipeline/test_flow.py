@@ -22,7 +22,7 @@ def test_flow_runs_skips_and_reruns_what_depends_on_a_forced_stage(tiny_run):
     assert set(plan) == {
         "subsets", "pretrain", "evaluate", "report",
         "baseline[20labels]", "baseline[100labels]", "finetune[20labels]", "finetune[100labels]",
-        "distill[20labels]", "distill[100labels]",
+        "distill[20labels]", "distill[100labels]", "predict",
     }  # fmt: skip
     for name, run in plan.items():
         manifest = read_manifest(run.out_dir)

@@ -115,12 +115,6 @@ def test_digits_prelabels_every_training_image_outside_the_subset(tmp_path, digi
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages/predict.py unlabeled_rows: without a subset every labeled row counts as labeled, so on a fully "
-    "labeled dataset (digits) nothing is left and write_prelabels says 'no image could be read from digits', "
-    "although every image was read; select treats the same data as having no labels (labeled_rows)",
-)
 def test_a_fully_labeled_dataset_without_a_subset(tmp_path, digits, digits_classifier):
     train, _ = digits
     try:
@@ -215,12 +209,6 @@ def test_images_mode_resizes_a_folder_of_mixed_sizes_with_data_image_size(tmp_pa
     assert predict.run(config, {"classifier": animals_classifier}, tmp_path / "out")["num_prelabeled"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages/predict.py source_images resizes by data.image_size only: a folder of mixed sizes with "
-    "--image-size given fails with 'pass an image size' (stages/data/image_stream.py _batch), which names neither "
-    "--data.image-size nor that --image-size is just the crop",
-)
 def test_images_mode_on_mixed_sizes_with_only_the_image_size(tmp_path, animals_classifier):
     write_mixed_sizes(tmp_path / "new")
     config = PredictConfig(images=f"imagefolder:{tmp_path / 'new'}", image_size=8)
@@ -260,16 +248,12 @@ def test_images_mode_where_no_image_can_be_read(tmp_path, animals_classifier):
     folder.mkdir()
     (folder / "broken.png").write_bytes(b"not a png")
     config = PredictConfig(images=f"imagefolder:{folder}", image_size=8)
-    with pytest.raises(DataError, match=r"no image could be read from imagefolder:.*nothing to pre-label"):
+    with pytest.raises(
+        DataError, match=r"imagefolder:.*: no image to pre-label \(every image is labeled, held out or unreadable\)"
+    ):
         predict.run(config, {"classifier": animals_classifier}, tmp_path / "out")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages/predict.py write_prelabels raises 'no image could be read' only after the PrelabelWriter has "
-    "closed, so a header-only prelabels.csv and an empty prelabels.parquet stay in --out (which `simclrv2 predict` "
-    "then refuses to overwrite on the rerun)",
-)
 def test_a_failed_prelabeling_leaves_no_prelabel_files(tmp_path, animals_classifier):
     folder = tmp_path / "new"
     folder.mkdir()

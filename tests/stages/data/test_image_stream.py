@@ -76,15 +76,15 @@ def test_unreadable_images_are_skipped_and_named(tmp_path):
     assert len(images) == 4 and stream.skipped == [str(tmp_path / "images" / "img001b.png")]
 
 
-def test_mixed_image_sizes_in_one_batch_need_an_image_size(tmp_path):
+def test_mixed_image_sizes_come_one_batch_per_size(tmp_path):
     folder = tmp_path / "images"
     write_png(folder / "a.png", 1, size=(8, 8))
     write_png(folder / "b.png", 2, size=(12, 6))
     write_png(folder / "c.png", 3, size=(5, 9))
-    with pytest.raises(DataError, match=r"images of different sizes .* in one batch; pass an image size"):
-        read_all(ImageStream(f"imagefolder:{folder}", batch_size=3, image_size=None))
+    # a batch of mixed sizes comes as one batch per size: each batch has one size, which is all a batch needs
+    grouped = [(ids, tuple(images.shape)) for ids, _, images in ImageStream(f"imagefolder:{folder}", 3, None)]
+    assert grouped == [(["a.png"], (1, 3, 8, 8)), (["b.png"], (1, 3, 6, 12)), (["c.png"], (1, 3, 9, 5))]
 
-    # one batch per image: each batch has one size, which is all a batch needs
     shapes = [tuple(images.shape) for _, _, images in ImageStream(f"imagefolder:{folder}", 1, None)]
     assert shapes == [(1, 3, 8, 8), (1, 3, 6, 12), (1, 3, 9, 5)]
 
@@ -136,11 +136,6 @@ def test_an_imagefolder_sorted_into_classes_names_them(tmp_path):
     assert read_all(stream)[0] == [["cat.png", "dog.png"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ImageStream.__iter__ makes ids per split (row_ids over one part's paths), so two splits holding the same "
-    "file name give two images one id; the fallback ids are offset to stay distinct, the file-name ids are not",
-)
 def test_ids_stay_distinct_across_splits(tmp_path):
     for split in ("train", "test"):
         for c in ("cat", "dog"):

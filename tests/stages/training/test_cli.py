@@ -16,19 +16,25 @@ import pytest
 import stages.distill as distill
 import stages.evaluate as evaluate
 import stages.finetune as finetune
+import stages.predict as predict
 import stages.pretrain as pretrain
+import stages.select as select
 import stages.subsets as subsets
 from stages.data.sources import DataConfig
 from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
 from stages.models.architecture import EncoderConfig
+from stages.predict import PredictConfig
 from stages.pretrain import PretrainConfig
+from stages.select import SelectConfig
 from stages.subsets import SubsetsConfig
 from stages.training.cli import config_as_json, parse_stage_args
 
 DATA = DataConfig(
     source="-imagefolder:/data/my train",  # a leading '-' and a space must stay one value
+    unlabeled="imagefolder:/data/unlabeled",
+    labels="labels.csv",
     image_column="img",
     label_column="y",
     train_split="training",
@@ -82,7 +88,11 @@ CONFIGS = {
         probe_max_iter=50,
         seed=4,
     ),
-    "subsets": SubsetsConfig(data=DATA, budgets=(0.05, 250), seed=3, user_lists={"250labels": "mine.txt"}),
+    "subsets": SubsetsConfig(data=DATA, budgets=(0.05, 250, "all"), seed=3, user_lists={"250labels": "mine.txt"}),
+    "predict": PredictConfig(data=DATA, images="imagefolder:/data/new", image_size=24, top_k=3, eval_batch_size=7),
+    "select": SelectConfig(
+        data=DATA, budget=9, image_size=24, strategy="k-center", seed=5, label_studio_root="/data", eval_batch_size=7
+    ),
 }
 ROOT = Path(__file__).resolve().parents[3]
 MODULES = {
@@ -92,6 +102,8 @@ MODULES = {
     "distill-self": distill,
     "evaluate": evaluate,
     "subsets": subsets,
+    "predict": predict,
+    "select": select,
 }
 INPUTS = {  # what each stage's main needs besides the config
     "pretrain": {},
@@ -100,9 +112,12 @@ INPUTS = {  # what each stage's main needs besides the config
     "distill-self": {"teacher": Path("runs/finetune")},
     "evaluate": {"classifier": Path("runs/distill")},
     "subsets": {},
+    "predict": {"classifier": Path("runs/distill"), "subset": Path("runs/subsets/10pct.json")},
+    "select": {"pretrain": Path("runs/pretrain"), "teacher": Path("runs/finetune")},
 }
 DATA_FLAGS = [
     "--data.source=-imagefolder:/data/my train",
+    *("--data.unlabeled", "imagefolder:/data/unlabeled", "--data.labels", "labels.csv"),
     *("--data.image-column", "img", "--data.label-column", "y"),
     *("--data.train-split", "training", "--data.test-split", "validation"),
     *("--data.test-fraction", "0.25", "--data.image-size", "40", "--data.seed", "7", "--data.skip-bad-images"),
@@ -130,7 +145,10 @@ FLAGS = {  # the same configs as flags
         *TRAINER_FLAGS,
         *("--temperature", "0.1", "--alpha", "0.5"),
     ],
-    "subsets": [*DATA_FLAGS, "--budgets", "0.05", "250", "--seed", "3", "--user-lists", "250labels", "mine.txt"],
+    "subsets": [
+        *DATA_FLAGS,
+        *("--budgets", "0.05", "250", "all", "--seed", "3", "--user-lists", "250labels", "mine.txt"),
+    ],
 }
 
 
@@ -173,7 +191,7 @@ def test_flags_set_every_kind_of_field(name, monkeypatch, capsys):
     config = run_main(name, FLAGS[name], monkeypatch, capsys)[0]
     assert config == CONFIGS[name]
     if name == "subsets":
-        assert [type(b) for b in config.budgets] == [float, int]  # 250 labels, not a fraction
+        assert [type(b) for b in config.budgets] == [float, int, str]  # 250 labels, not a fraction
 
 
 def test_flags_change_a_config_json():
