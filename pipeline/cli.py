@@ -118,6 +118,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     config = str(args.config) if args.config else None
     report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait, cfg)
+    if args.only and not Path(report).is_file():  # --only, without the report
+        print(f"done: {', '.join(args.only)} (no report: run without --only to build it)")
+        return 0
     print(f"report: {report}")
     headline = read_headline(Path(report).parent)
     if headline:
