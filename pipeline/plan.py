@@ -6,10 +6,11 @@
 
 `finetune`, `baseline` and `distill` run once per label budget `b`; the baseline also on 100% of the labels when
 `report.full_label_baseline` is set. `predict` pre-labels the unlabeled images with one classifier (by default the
-distilled student of the last budget). A fingerprint hashes the instance's config, its upstream fingerprints and the
-code version (pipeline/store.py), so changing a setting re-runs that stage and everything downstream of it. The
-content of the labels file (`data.labels`) is part of every fingerprint but pretraining's: pretraining reads every
-image and no label, so adding labels reuses it.
+distilled student of the last budget); with `select.enabled`, `select` lists the images to label next. A
+fingerprint hashes the instance's config, its upstream fingerprints and the code version (pipeline/store.py), so
+changing a setting re-runs that stage and everything downstream of it. The content of the labels file
+(`data.labels`) is part of every fingerprint but pretraining's: pretraining reads every image and no label, so
+adding labels reuses it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from stages.training.checkpoints import RESUMABLE_CHANGES
 
 REPORT = "report"
 PREDICT = "predict"
+SELECT = "select"
 LABEL_FREE = frozenset({"pretrain"})  # stages whose results never depend on the labels file
 
 
@@ -84,6 +86,8 @@ def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
         runs.append(_budget_run(cfg, "distill", budget, teacher))
     runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
     runs.append(_predict_run(cfg))
+    if cfg.select.enabled:
+        runs.append(_select_run(cfg))
     everything = {run.name: Input(run.name) for run in runs}
     report = cfg.report.model_dump() | {"dataset": cfg.data.source}  # the report names the data it speaks about
     runs.append(StageRun(REPORT, REPORT, report, everything))
@@ -100,6 +104,20 @@ def _predict_run(cfg: ExperimentConfig) -> StageRun:
     if config.image_size is None:  # the classifier's own crop size
         config = dataclasses.replace(config, image_size=stage_config(cfg, cfg.predict.model, budget).image_size)
     return StageRun(PREDICT, PREDICT, config, inputs)
+
+
+def _select_run(cfg: ExperimentConfig) -> StageRun:
+    """The images to label next, steered by the fine-tuned teacher of the pre-labeling budget."""
+    budget = cfg.prelabel_budget()
+    inputs = {
+        "pretrain": Input("pretrain"),
+        "teacher": Input(instance_name("finetune", budget)),
+        "subset": Input("subsets", f"{budget}.json"),
+    }
+    config = stage_config(cfg, "select")
+    if config.image_size is None:  # the pretrained encoder's crop size
+        config = dataclasses.replace(config, image_size=stage_config(cfg, "pretrain").image_size)
+    return StageRun(SELECT, SELECT, config, inputs)
 
 
 def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, inputs: dict[str, Input]) -> StageRun:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.manifest import split_instance
 
-STAGE_ORDER = ("subsets", "pretrain", "baseline", "finetune", "distill", "evaluate", "predict", "report")
+STAGE_ORDER = ("subsets", "pretrain", "baseline", "finetune", "distill", "evaluate", "predict", "select", "report")
 TOTAL = "total"
 COST_COLUMNS = ["devices", "device_hours", "compute_cost"]
 

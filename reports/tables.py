@@ -21,6 +21,7 @@ STAGE_NAMES = {
     "distill": "Distillation",
     "evaluate": "Evaluating the pretrained encoder",
     "predict": "Pre-labeling the unlabeled images",
+    "select": "Choosing the images to label next",
 }
 DEVICE_NAMES = {"cuda": "GPU", "cpu": "CPU machine"}
 

@@ -31,6 +31,7 @@ from pipeline.config.sections import (
     PredictSection,
     PretrainSection,
     ReportConfig,
+    SelectSection,
 )
 from stages.config_schema import InvalidConfig
 from stages.data.label_subsets import budget_name, check_budget, parse_budget_name
@@ -72,6 +73,7 @@ class ExperimentConfig(BaseModel):
     distill: DistillSection = DistillSection()  # type: ignore[valid-type]
     evaluate: EvaluateSection = EvaluateSection()  # type: ignore[valid-type]
     predict: PredictSection = PredictSection()  # type: ignore[valid-type]
+    select: SelectSection = SelectSection()  # type: ignore[valid-type]
     report: ReportConfig = ReportConfig()
     launch: LaunchConfig = LaunchConfig()
     _stage_configs: dict[Instance, Any] = PrivateAttr(default_factory=dict)

@@ -22,6 +22,7 @@ from stages.evaluate import EvaluateConfig
 from stages.finetune import FinetuneConfig
 from stages.predict import PredictConfig
 from stages.pretrain import PretrainConfig
+from stages.select import SelectConfig
 
 STAGE_CLASSES: dict[str, type] = {
     "pretrain": PretrainConfig,
@@ -30,6 +31,7 @@ STAGE_CLASSES: dict[str, type] = {
     "distill": DistillConfig,
     "evaluate": EvaluateConfig,
     "predict": PredictConfig,
+    "select": SelectConfig,
 }
 STAGES = tuple(STAGE_CLASSES)
 BUDGET_STAGES = ("finetune", "baseline", "distill")  # one instance per label budget
@@ -45,6 +47,9 @@ PREDICT_MODEL = {  # which classifier of the run pre-labels: keys of the predict
         str | None,
         Field(None, description="its label budget, e.g. 10pct; None: the largest (the last one in `budgets`)"),
     ),
+}
+SELECT_SWITCH = {  # the select stage runs in the flow only when asked; `simclrv2 select` runs it any time
+    "enabled": (bool, Field(False, description="list the images to label next at the end of every run")),
 }
 
 STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
@@ -97,6 +102,7 @@ BaselineSection = stage_section("baseline", NO_HEAD)
 DistillSection = stage_section("distill")
 EvaluateSection = stage_section("evaluate")
 PredictSection = stage_section("predict", RUN_IMAGES, PREDICT_MODEL)
+SelectSection = stage_section("select", frozenset(), SELECT_SWITCH)
 
 
 class ReportConfig(BaseModel):

@@ -55,6 +55,8 @@ def test_the_labeling_loop_reuses_pretraining_and_grows_the_budget(tmp_path):
         "budgets=[10, all]",
         "finetune.batch_size=10",
         "baseline.batch_size=10",
+        "select.enabled=true",  # the flow's own list of what to label next, besides `simclrv2 select`
+        "select.budget=20",
     ]
     run_dir = tmp_path / "runs" / "quickstart"
 
@@ -66,6 +68,9 @@ def test_the_labeling_loop_reuses_pretraining_and_grows_the_budget(tmp_path):
     assert len(prelabeled) == IMAGES - FIRST_LABELS and not prelabeled & set(first)
     report = (plan["report"].out_dir / "report.md").read_text()
     assert "Pre-labels for the unlabeled images" in report
+    in_flow = list(csv.DictReader((plan["select"].out_dir / "to_label.csv").open()))
+    assert len(in_flow) == 20 and not {row["image"] for row in in_flow} & set(first)
+    assert read_manifest(plan["select"].out_dir)["metrics"]["strategy"] == "uncertainty"  # it had a teacher
 
     # what to label next: unlabeled images only, in a list that goes back in as labels
     assert cli("select", str(run_dir), "--budget", str(TO_LABEL), "--out", str(tmp_path / "round1")) == 0
@@ -79,7 +84,7 @@ def test_the_labeling_loop_reuses_pretraining_and_grows_the_budget(tmp_path):
     again = build_plan(load_config(None, overrides))
     assert again["pretrain"].out_dir == plan["pretrain"].out_dir  # reused: its fingerprint ignores the labels
     assert (again["pretrain"].out_dir / "manifest.json").stat().st_mtime_ns == pretrain_manifest
-    for name in ("subsets", "finetune[all]", "distill[all]", "predict", "report"):
+    for name in ("subsets", "finetune[all]", "distill[all]", "predict", "select", "report"):
         assert again[name].fingerprint != plan[name].fingerprint, name
     held_out = read_manifest(again["subsets"].out_dir)["metrics"]["test_labels_held_out"]
     assert budget_labels(again)["all"] == FIRST_LABELS + TO_LABEL - held_out

@@ -112,6 +112,14 @@ def test_predict_pre_labels_with_the_last_budgets_student_unless_told_otherwise(
         plan_with("predict.budget=5pct")
 
 
+def test_select_runs_in_the_flow_only_when_enabled():
+    assert "select" not in plan_with()
+    plan = plan_with("select.enabled=true", "select.budget=30")
+    assert plan["select"].upstream == ["finetune[10pct]", "pretrain", "subsets"]
+    assert plan["select"].config.budget == 30 and plan["select"].config.image_size == plan["pretrain"].config.image_size
+    assert "select" in plan["report"].upstream
+
+
 def test_the_labels_file_reruns_everything_but_pretraining(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label\ntrain-0,0\n")
