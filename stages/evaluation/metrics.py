@@ -71,11 +71,7 @@ def predictions(
     classifier: nn.Module, split: ImageSplit, image_size: int, batch_size: int = 256, device: torch.device | None = None
 ) -> torch.Tensor:
     """The predicted class of every image, on the CPU."""
-    predicted = []
-    with eval_mode(classifier):
-        for images, _ in center_crops(split, image_size, batch_size, model_device(classifier, device)):
-            predicted.append(classifier(images).argmax(dim=1).cpu())
-    return torch.cat(predicted)
+    return class_probabilities(classifier, split, image_size, batch_size, device).argmax(dim=1)
 
 
 def class_probabilities(

@@ -49,6 +49,7 @@ from torch import nn
 
 from stages.data.augment import CenterCrop
 from stages.evaluation.metrics import TOP_K, eval_mode, model_device
+from stages.training.files import fsync_path
 
 ROW_GROUP_ROWS = 65_536  # rows per Parquet row group: batches are gathered up to this many before they are written
 
@@ -102,14 +103,6 @@ def predict_batches(
 def _float_texts(values: np.ndarray) -> list[str]:
     """float32 -> the shortest decimal that reads back to the same float32 ("0.9", not "0.8999999761581421")."""
     return pa.array(values, type=pa.float32()).cast(pa.string()).to_pylist()
-
-
-def _fsync(path: str) -> None:
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 class PrelabelWriter:
@@ -229,14 +222,14 @@ class PrelabelWriter:
             os.fsync(self._csv_file.fileno())
             self._csv_file.close()
             csv_temporary, parquet_temporary = self._temporaries
-            _fsync(parquet_temporary)
+            fsync_path(parquet_temporary)
             os.replace(parquet_temporary, self.parquet_path)
             os.replace(csv_temporary, self.csv_path)
         except BaseException:
             self._discard()
             raise
         self._temporaries, self._state = [], "closed"
-        _fsync(str(self.csv_path.parent))
+        fsync_path(str(self.csv_path.parent))
         return self.rows
 
     def _discard(self) -> None:

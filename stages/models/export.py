@@ -43,6 +43,7 @@ import torchvision
 
 from stages.models.architecture import EncoderConfig
 from stages.models.weights import LoadedClassifier
+from stages.training.files import fsync_path
 
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 ONNX_EXAMPLE_BATCH = 2  # the batch of the example input; not 1, which torch.export would treat as a constant
@@ -246,16 +247,8 @@ def staged(path: Path) -> Iterator[Path]:
         if not staging.is_file():
             raise RuntimeError(f"nothing was written for {path}")
         for file in sorted(folder.iterdir(), key=lambda file: file == staging):  # the file itself last
-            sync(file)
+            fsync_path(file)
             os.replace(file, path.parent / file.name)
-        sync(path.parent)
+        fsync_path(path.parent)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def sync(path: Path) -> None:
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
