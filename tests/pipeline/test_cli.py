@@ -104,7 +104,7 @@ def test_a_valid_request_reaches_the_flow_with_its_arguments(tmp_path, capsys, n
     (call,) = no_flow
     assert call[:5] == (None, [f"runs_dir={runs}"], ["pretrain"], ["pretrain"], 0.0)
     assert call[5] == load_config(None, [f"runs_dir={runs}"])  # the config the check validated
-    assert out == "report: runs/report/report.html\n"  # no manifest there: no headline
+    assert out == "done: pretrain (no report: run without --only to build it)\n"  # --only built no report
     assert not (runs / "quickstart" / "pretrain").exists()  # the check only took and released the lock
 
 
