@@ -21,7 +21,14 @@ from pathlib import Path
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
 from pipeline.manifest import read_manifest, write_manifest
 from pipeline.plan import build_plan, select
-from pipeline.run_outputs import default_classifier, find_report_dir, pretrain_dir, stage_config, teacher_dir
+from pipeline.run_outputs import (
+    data_settings,
+    default_classifier,
+    find_report_dir,
+    pretrain_dir,
+    stage_config,
+    teacher_dir,
+)
 from pipeline.store import ExperimentLocked, experiment_lock
 
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -183,6 +190,7 @@ def add_select_parser(commands: argparse._SubParsersAction) -> None:
     choose.add_argument("--no-teacher", action="store_true", help="ignore the run's fine-tuned model")
     choose.add_argument("--seed", type=int, default=0, help="seed of the clustering (default: 0)")
     choose.add_argument("--label-studio-root", default="/", help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT")
+    choose.add_argument("--labels", type=Path, help="the labels file as it is now (default: the run's data.labels)")
 
 
 def as_source(images: str) -> str:
@@ -232,13 +240,14 @@ def select_command(args: argparse.Namespace) -> int:
         made_with = stage_config(pretrain)
         if not made_with:
             raise ValueError(f"{pretrain} has no manifest to read its data config from; pass runs/<experiment>")
+        data = data_settings(args.run_dir) | ({"labels": str(args.labels)} if args.labels else {})
         inputs = {"pretrain": pretrain}
         teacher = None if args.no_teacher else teacher_dir(args.run_dir)
         if teacher is not None:
             inputs["teacher"] = teacher
             inputs["subset"] = Path(read_manifest(teacher)["inputs"]["subset"]["path"])
         config = SelectConfig(
-            data=DataConfig(**made_with["data"]),
+            data=DataConfig(**data),
             budget=args.budget,
             image_size=made_with["image_size"],
             strategy=args.strategy,

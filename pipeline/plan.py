@@ -25,6 +25,7 @@ from pipeline.code_version import code_version
 from pipeline.config import ExperimentConfig, stage_config
 from pipeline.manifest import file_sha256, instance_name, split_instance
 from pipeline.store import fingerprint, stage_dir
+from stages.data.label_subsets import budget_name
 from stages.subsets import SubsetsConfig
 from stages.training.checkpoints import RESUMABLE_CHANGES
 
@@ -85,7 +86,8 @@ def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
         teacher |= {"subset": subset} if distill.alpha > 0 else {}
         runs.append(_budget_run(cfg, "distill", budget, teacher))
     runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
-    runs.append(_predict_run(cfg))
+    if cfg.predict.enabled:
+        runs.append(_predict_run(cfg))
     if cfg.select.enabled:
         runs.append(_select_run(cfg))
     everything = {run.name: Input(run.name) for run in runs}
@@ -107,8 +109,8 @@ def _predict_run(cfg: ExperimentConfig) -> StageRun:
 
 
 def _select_run(cfg: ExperimentConfig) -> StageRun:
-    """The images to label next, steered by the fine-tuned teacher of the pre-labeling budget."""
-    budget = cfg.prelabel_budget()
+    """The images to label next, steered by the fine-tuned teacher of the last budget."""
+    budget = budget_name(cfg.budgets[-1])
     inputs = {
         "pretrain": Input("pretrain"),
         "teacher": Input(instance_name("finetune", budget)),

@@ -75,6 +75,13 @@ def pretrain_dir(run_dir: Path) -> Path:
     return found
 
 
+def data_settings(run_dir: Path) -> dict:
+    """The data config of the run's newest report (its labels file included), else its pretraining's: pretraining
+    is reused across labeling rounds, so its manifest keeps the data config of the round that made it."""
+    subsets = report_inputs(run_dir).get("subsets")
+    return stage_config(subsets or pretrain_dir(run_dir)).get("data", {})
+
+
 def teacher_dir(run_dir: Path) -> Path | None:
     """The fine-tuned classifier with the most labels in the run's newest report, or None (a cold start)."""
     finetuned = {name: path for name, path in report_inputs(run_dir).items() if split_instance(name)[0] == "finetune"}

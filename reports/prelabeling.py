@@ -187,8 +187,20 @@ def read_prelabeling(
     chosen, reached = choose_threshold(table, target_accuracy)
     metrics = manifests.get(PREDICT, {}).get("metrics", {})
     return Prelabeling(
-        str(metrics.get("model", "")), len(confidence), len(pool), target_accuracy, table, chosen, reached
+        model_instance(str(metrics.get("model", "")), stage_dirs),
+        len(confidence),
+        len(pool),
+        target_accuracy,
+        table,
+        chosen,
+        reached,
     )
+
+
+def model_instance(model: str, stage_dirs: Mapping[str, Path]) -> str:
+    """The instance name (distill[10pct]) of the directory the predict stage read its model from, if the report
+    has it among its inputs; else the path as recorded."""
+    return next((name for name, path in stage_dirs.items() if Path(path) == Path(model)), model)
 
 
 # --- the words and the table ----------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from torch import nn
 
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.label_subsets import load_subset
-from stages.data.sources import UNLABELED, DataConfig, ImageSplit, load_splits
+from stages.data.labels import UNLABELED
+from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.metrics import prediction_agreement, top_k_metrics
 from stages.losses.distillation import distillation_loss
 from stages.models.architecture import EncoderConfig, classifier_for

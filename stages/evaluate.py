@@ -79,8 +79,14 @@ def labeled_rows(train: ImageSplit) -> ImageSplit:
     if bool(train.labeled.all()):
         return train
     rows = train.labeled.nonzero().flatten()
+    chosen = rows.tolist()
     return dataclasses.replace(
-        train, images=train.images[rows], labels=train.labels[rows], ids=[train.ids[r] for r in rows.tolist()]
+        train,
+        images=train.images[rows],
+        labels=train.labels[rows],
+        ids=[train.ids[r] for r in chosen],
+        held_out=None,
+        paths=[train.paths[r] for r in chosen] if train.paths else None,
     )
 
 

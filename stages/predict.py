@@ -133,11 +133,15 @@ def held_out(train: ImageSplit) -> torch.Tensor:
 
 
 def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageStream:
+    """The images of `config.images`. Sub-folders named after some of the classifier's classes must all be: a
+    folder of cats, dogs and emus is refused by a cat-and-dog model; folders that name no class (dates, batches)
+    are just folders."""
     stream = ImageStream(config.images, config.eval_batch_size, config.data.image_size, config.data.image_column)
-    if stream.class_names is not None and stream.class_names != classifier.class_names:
+    folders, known = set(stream.class_names or ()), set(classifier.class_names)
+    if folders & known and not folders <= known:
         raise DataError(
-            f"{config.images} is sorted into the classes {stream.class_names[:10]}, but the classifier "
-            f"{classifier.file} knows {classifier.class_names[:10]}: use a model trained on these classes"
+            f"{config.images} is sorted into classes that the classifier {classifier.file} does not know: "
+            f"{sorted(folders - known)[:10]} (it knows {classifier.class_names[:10]}); use a model trained on them"
         )
     return stream
 
@@ -159,9 +163,10 @@ def write_prelabels(
     with PrelabelWriter(stem, class_names, config.top_k) as writer:
         for batch in predict_batches(model, images(), config.image_size, top_k=config.top_k):
             writer.write(batch, [paths_of.pop(image) for image in batch.ids])
-        if writer.rows == 0:  # inside: the writer then leaves no files behind
-            source = config.images or config.data.source
-            raise DataError(f"{source}: no image to pre-label (every image is labeled, held out or unreadable)")
+        if writer.rows == 0 and config.images is not None:  # inside: the writer then leaves no files behind
+            raise DataError(f"{config.images}: no image to pre-label (every one of them is unreadable)")
+    if writer.rows == 0:
+        log.warning("%s: every training image is labeled or held out: nothing to pre-label", config.data.source)
     return writer.rows
 
 

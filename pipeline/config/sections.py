@@ -38,14 +38,15 @@ BUDGET_STAGES = ("finetune", "baseline", "distill")  # one instance per label bu
 SHARED_SECTIONS = frozenset({"data", "model"})  # the experiment's own sections, filled into every stage's config
 NO_HEAD = frozenset({"proj_selector"})  # the baseline has no projection head to select layers of
 RUN_IMAGES = frozenset({"images"})  # the flow's predict stage pre-labels the run's own unlabeled images
-PREDICT_MODEL = {  # which classifier of the run pre-labels: keys of the predict section that no stage reads
+PREDICT_MODEL = {  # whether and with which classifier the flow pre-labels: keys of the section no stage reads
+    "enabled": (bool, Field(True, description="pre-label the unlabeled training images at the end of every run")),
     "model": (
         Literal["distill", "finetune", "baseline"],
         Field("distill", description="the stage whose classifier pre-labels the unlabeled images"),
     ),
     "budget": (
         str | None,
-        Field(None, description="its label budget, e.g. 10pct; None: the largest (the last one in `budgets`)"),
+        Field(None, description="its label budget, e.g. 10pct; None: the last one in `budgets`"),
     ),
 }
 SELECT_SWITCH = {  # the select stage runs in the flow only when asked; `simclrv2 select` runs it any time

@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset
 from datasets.utils import tqdm
 
-from stages.data.ids import row_ids
+from stages.data.ids import joined_ids, row_ids
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,14 @@ class DecodedRows:
             [self.ids[i] for i in chosen],
         )
 
-    def __add__(self, other: DecodedRows) -> DecodedRows:
-        """Rows of two sources, one after the other, with ids made again over both so that they stay distinct."""
-        return DecodedRows(self.arrays + other.arrays, self.paths + other.paths, self.fallback + other.fallback)
+    def joined(self, other: DecodedRows, prefix: str) -> DecodedRows:
+        """These rows, then `other`'s; ids as `stages.data.ids.joined_ids` makes them."""
+        return DecodedRows(
+            self.arrays + other.arrays,
+            self.paths + other.paths,
+            self.fallback + other.fallback,
+            joined_ids(self.ids, other.ids, prefix),
+        )
 
 
 def undecoded(dataset: Dataset, column: str) -> Dataset:

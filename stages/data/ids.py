@@ -31,6 +31,13 @@ def row_ids(paths: Sequence[str | None], fallback: Sequence[str]) -> list[str]:
     return list(fallback)
 
 
+def joined_ids(first: Sequence[str], second: Sequence[str], prefix: str) -> list[str]:
+    """Ids of two sets of rows, one after the other. Each set keeps the ids it has alone, so adding images to one
+    never renames the other's; an id of `second` that `first` already uses becomes `<prefix>/<id>`."""
+    taken = set(first)
+    return [*first, *(f"{prefix}/{name}" if name in taken else name for name in second)]
+
+
 def basename(name: Any) -> str:
     return posixpath.basename(str(name).replace("\\", "/"))
 

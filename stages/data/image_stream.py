@@ -69,8 +69,8 @@ class ImageStream:
         offset = 0
         for part in self.parts:
             for start in range(0, len(part), self.batch_size):
-                values = part[start : start + self.batch_size]["image"]
-                yield from self._batches(values, ids[offset + start :], paths[offset + start :])
+                rows = slice(offset + start, offset + start + self.batch_size)
+                yield from self._batches(part[start : start + self.batch_size]["image"], ids[rows], paths[rows])
             offset += len(part)
 
     def _batches(

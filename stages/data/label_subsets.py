@@ -30,12 +30,13 @@ from typing import Any
 import torch
 
 from stages.data.ids import match_names
-from stages.data.sources import UNLABELED, ImageSplit
+from stages.data.labels import UNLABELED
+from stages.data.labels_file import IMAGE
+from stages.data.sources import ImageSplit
 from stages.training.files import write_text_atomic
 
 Budget = float | int | str  # float in (0, 1]: a fraction of the labels; int >= 1: a number of labels; "all"
 ALL = "all"  # the budget of every label there is
-CSV_IMAGE_COLUMN = "image"  # the column of image ids in a CSV list (stages/data/labels_file.py)
 
 
 class SubsetError(ValueError):
@@ -303,18 +304,20 @@ def indices_from_names(entries: Sequence[Any], ids: Sequence[str], path: str | o
 
 
 def _csv_images(text: str) -> list[str] | None:
-    """The `image` column of a CSV with a header (the list `simclrv2 select` writes), or None for a plain list."""
+    """The `image` column of a CSV with a header that names it (the list `simclrv2 select` writes, a labels file), or
+    None for a plain list."""
     lines = text.splitlines()
-    if not lines or lines[0].split(",")[0].strip() != CSV_IMAGE_COLUMN:
+    if not lines or IMAGE not in [name.strip() for name in next(csv.reader(lines[:1]))]:
         return None
-    return [row[CSV_IMAGE_COLUMN].strip() for row in csv.DictReader(lines) if (row[CSV_IMAGE_COLUMN] or "").strip()]
+    rows = csv.DictReader(lines, skipinitialspace=True)
+    return [row[IMAGE].strip() for row in rows if (row.get(IMAGE) or "").strip()]
 
 
 def labeled_images(train: ImageSplit, subset: str | os.PathLike | None) -> torch.Tensor:
-    """N bools: the training images that count as labeled. Where some images lack a label (the team's case), those
-    with one. Where the dataset labels every image, scarcity is simulated: only the subset's images count (none
-    without a subset)."""
-    if not bool(train.labeled.all()):
+    """N bools: the training images that count as labeled. In the team's case, those with a label. Where the source
+    labels every image itself (a benchmark), scarcity is simulated: only the subset's images count (none without a
+    subset)."""
+    if not train.fully_labeled:
         return train.labeled.clone()
     labeled = torch.zeros(len(train), dtype=torch.bool)
     if subset is not None:

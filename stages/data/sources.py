@@ -13,12 +13,14 @@ Every source goes through the same path: pick the splits, read the labels, decod
 stages/data/labels_file.py) does not name; their label is `UNLABELED` (-1). The train split keeps every image:
 pretraining and distillation use them all, label budgets draw from the labeled ones only. The test split must be
 labeled. Without one in the source it is held out of the labeled training images, seeded and per class:
-- every training image labeled (the benchmark case: a labeled dataset whose scarcity is simulated): `test_fraction`
-  of the images, stratified, and removed from the train split, as in the papers;
-- partly labeled (the team's case): `test_fraction` of each class's labels, chosen by a seeded hash of the image id
-  so that adding labels later leaves earlier test images where they are. The images stay in the train split without
-  their label (`ImageSplit.held_out`): like every unlabeled image, pretraining and distillation see them, which makes
-  test accuracy an estimate of the accuracy on the unlabeled images. The log says how many labels the test took.
+- the source labels every training image itself and no `unlabeled` images are added (the benchmark case, whose
+  scarcity is simulated): `test_fraction` of the images, stratified, removed from the train split, as in the papers;
+- otherwise (the team's case): about `test_fraction` of each class's labels, those whose seeded hash of the image id
+  falls below it, so that adding labels leaves earlier test images in the test split (but for a class's fill-in
+  image: see `held_out_labels`). The images stay in the train split without their label (`ImageSplit.held_out`):
+  like every unlabeled image, pretraining and distillation see them, which makes test accuracy an estimate of the
+  accuracy on the unlabeled images. The log says how many labels the test took.
+Which case applies, and so which images pretraining sees, never depends on the labels file.
 """
 
 from __future__ import annotations
@@ -45,18 +47,18 @@ from pydantic import StrictBool, StrictFloat, StrictInt
 from stages.config_schema import InvalidConfig, config_dataclass
 from stages.data.decoding import DecodedRows, UnreadableImage, decode_rows, stack_images, undecoded
 from stages.data.errors import DataError
-from stages.data.ids import row_ids
+from stages.data.ids import joined_ids, row_ids
+from stages.data.labels import UNLABELED
 from stages.data.labels_file import read_labels_file
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FORMS = ("digits", "imagefolder:<dir>", "disk:<dir>", "parquet:<glob or dir>", "hub:<name>")
 HUB_PROBE_TIMEOUT_S = 5.0
-UNLABELED = -1  # the label of a training image without one
 UNLABELED_SPLIT = "unlabeled"  # the name of `DataConfig.unlabeled`'s rows in messages and fallback ids
 IMAGE_EXTENSIONS = frozenset(datasets.packaged_modules.imagefolder.ImageFolder.EXTENSIONS)
 
-__all__ = ["UNLABELED", "DataConfig", "DataError", "ImageSplit", "load_splits", "load_train", "open_train_rows"]
+__all__ = ["DataConfig", "DataError", "ImageSplit", "load_splits", "load_train", "open_train_rows"]
 
 
 class InvalidDataConfig(InvalidConfig, DataError):
@@ -99,6 +101,7 @@ class ImageSplit:
     skipped: int  # images skipped as unreadable
     held_out: torch.Tensor | None = None  # N bool: labeled, but the label is the test split's (partly labeled data)
     paths: list[str | None] | None = None  # per row: the image's file, when the source has files
+    fully_labeled: bool = False  # the source labels every training image itself: scarcity is only simulated
 
     @property
     def num_classes(self) -> int:
@@ -124,14 +127,7 @@ class SourceRows:
     keys: list[Any]
     class_keys: list[Any]
     ids: list[str]
-    labels_file: bool  # some labels come from `DataConfig.labels`
-
-    @property
-    def fully_labeled(self) -> bool:
-        """The benchmark case: a dataset that labels every image itself, with no other images or labels added. (A
-        labels file that labels every image is still the team's case: adding its last labels must not change which
-        images pretraining sees.)"""
-        return self.pool is None and not self.labels_file and all(key is not None for key in self.keys)
+    fully_labeled: bool  # the benchmark case: the source labels every training image itself, and no pool is added
 
     def labels(self) -> torch.Tensor:
         index_of = {key: index for index, key in enumerate(self.class_keys)}
@@ -141,6 +137,12 @@ class SourceRows:
 def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
     """(train, test) for `config`; see the module docstring."""
     source = source_rows(config)
+    train, test = split_source(source, config)
+    train.fully_labeled = source.fully_labeled
+    return train, test
+
+
+def split_source(source: SourceRows, config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
     class_names = [str(key) for key in source.class_keys]
     labels = source.labels()
     if source.test is not None:
@@ -173,11 +175,12 @@ def load_train(config: DataConfig) -> ImageSplit:
     some, the labels the team has are all kept, those of a held-out test split too (select must not pick them)."""
     source = source_rows(config)
     if source.test is None and source.fully_labeled:
-        return load_splits(config)[0]
-    labels = source.labels()
-    return build_split(
-        decode_training_rows(source, config), labels, [str(k) for k in source.class_keys], config.train_split
-    )
+        train = split_source(source, config)[0]
+    else:
+        class_names = [str(key) for key in source.class_keys]
+        train = build_split(decode_training_rows(source, config), source.labels(), class_names, config.train_split)
+    train.fully_labeled = source.fully_labeled
+    return train
 
 
 def open_train_rows(config: DataConfig) -> Dataset:
@@ -207,23 +210,33 @@ def source_rows(config: DataConfig) -> SourceRows:
         check_image_column(test, config.test_split, config)
         check_label_column(test, config.test_split, config)
     pool = unlabeled_rows(config)
-    keys = training_keys(train, config) + ([None] * len(pool) if pool is not None else [])
-    ids = row_ids(
-        source_paths(train, config) + (source_paths(pool, config) if pool is not None else []),
-        [f"{config.train_split}-{row}" for row in range(len(train))]
-        + ([f"{UNLABELED_SPLIT}-{row}" for row in range(len(pool))] if pool is not None else []),
-    )
-    feature = train.features.get(config.label_column)
+    source_keys = training_keys(train, config)
+    # Decided before the labels file is read: which images pretraining sees must never depend on the labels.
+    fully_labeled = pool is None and all(key is not None for key in source_keys)
+    keys = source_keys + ([None] * len(pool) if pool is not None else [])
+    ids = row_ids(source_paths(train, config), [f"{config.train_split}-{row}" for row in range(len(train))])
+    if pool is not None:
+        pool_ids = row_ids(source_paths(pool, config), [f"{UNLABELED_SPLIT}-{row}" for row in range(len(pool))])
+        ids = joined_ids(ids, pool_ids, UNLABELED_SPLIT)
+    feature = label_feature(train, test, config)
     if config.labels is not None:
         keys = apply_labels_file(keys, ids, feature, config)
     class_keys = class_keys_of(feature, [key for key in keys if key is not None])
     _log_label_counts(keys, config)
-    return SourceRows(train, pool, test, keys, class_keys, ids, config.labels is not None)
+    return SourceRows(train, pool, test, keys, class_keys, ids, fully_labeled)
+
+
+def label_feature(train: Dataset, test: Dataset | None, config: DataConfig) -> Any:
+    """The label column's type: the train split's, else (a train split without labels) the test split's."""
+    feature = train.features.get(config.label_column)
+    return feature if feature is not None or test is None else test.features.get(config.label_column)
 
 
 def decode_training_rows(source: SourceRows, config: DataConfig) -> DecodedRows:
     rows = decode(source.train, config.train_split, config)
-    return rows + decode(source.pool, UNLABELED_SPLIT, config) if source.pool is not None else rows
+    if source.pool is None:
+        return rows
+    return rows.joined(decode(source.pool, UNLABELED_SPLIT, config), UNLABELED_SPLIT)
 
 
 def decode(dataset: Dataset, split: str, config: DataConfig) -> DecodedRows:
@@ -391,7 +404,8 @@ def _require_glob(pattern: str, source: str) -> None:
 
 
 def unlabeled_rows(config: DataConfig) -> Dataset | None:
-    """`config.unlabeled`'s images (every split of it, one after the other), or None; labels there are ignored."""
+    """`config.unlabeled`'s images, or None; labels there are ignored. A source with several splits gives its
+    'unlabeled' split, else its 'train' split: never its test images."""
     if config.unlabeled is None:
         return None
     where = f"data.unlabeled ({config.unlabeled})"
@@ -399,16 +413,23 @@ def unlabeled_rows(config: DataConfig) -> Dataset | None:
         splits = open_source(config.unlabeled)
     except DataError as error:
         raise DataError(f"data.unlabeled: {error}") from None
-    parts = []
-    for dataset in splits.values():
-        column = image_column_of(dataset, config.image_column, where)
-        images = undecoded(dataset.select_columns([column]), column)
-        parts.append(images.rename_column(column, config.image_column) if column != config.image_column else images)
-    pool = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    dataset = pool_split(splits, where)
+    column = image_column_of(dataset, config.image_column, where)
+    pool = undecoded(dataset.select_columns([column]), column)
+    pool = pool.rename_column(column, config.image_column) if column != config.image_column else pool
     if len(pool) == 0:
         raise DataError(f"{where} holds no images; point it at a folder or dataset of images, or remove it")
     log_non_images(config.unlabeled)
     return pool
+
+
+def pool_split(splits: dict[str | None, Dataset], where: str) -> Dataset:
+    if len(splits) == 1:
+        return next(iter(splits.values()))
+    for name in (UNLABELED_SPLIT, "train"):
+        if name in splits:
+            return splits[name]
+    raise DataError(f"{where} has the splits {sorted(map(str, splits))}; keep the unlabeled images in one of them")
 
 
 def image_column_of(dataset: Dataset, wanted: str, where: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stages.data.sources import UNLABELED
+from stages.data.labels import UNLABELED
 
 
 def distillation_loss(

@@ -34,9 +34,10 @@ from urllib.parse import quote
 
 import torch
 
+from stages.data.labels_file import IMAGE, LABEL
 from stages.training.files import write_text_atomic
 
-CSV_COLUMNS = ("image", "label", "path", "rank", "score", "reason")
+CSV_COLUMNS = (IMAGE, LABEL, "path", "rank", "score", "reason")  # IMAGE and LABEL: what a labels file reads back
 LOCAL_FILES_URL = "/data/local-files/?d="  # Label Studio's local files endpoint; d is relative to its document root
 URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "azure-blob://")
 

@@ -112,6 +112,19 @@ def test_predict_pre_labels_with_the_last_budgets_student_unless_told_otherwise(
         plan_with("predict.budget=5pct")
 
 
+def test_predict_can_be_switched_off():
+    plan = plan_with("predict.enabled=false")
+    assert "predict" not in plan and "predict" not in plan["report"].upstream
+
+
+def test_select_reads_the_last_budgets_teacher_whatever_pre_labels():
+    plan = plan_with(
+        "report.full_label_baseline=true", "predict.model=baseline", "predict.budget=100pct", "select.enabled=true"
+    )
+    assert plan["select"].upstream == ["finetune[10pct]", "pretrain", "subsets"]
+    assert plan["predict"].upstream == ["baseline[100pct]", "subsets"]
+
+
 def test_select_runs_in_the_flow_only_when_enabled():
     assert "select" not in plan_with()
     plan = plan_with("select.enabled=true", "select.budget=30")

@@ -220,13 +220,22 @@ def test_images_mode_on_mixed_sizes_with_only_the_image_size(tmp_path, animals_c
         assert metrics["num_prelabeled"] == 2
 
 
-def test_images_mode_refuses_a_folder_of_other_classes(tmp_path, animals_classifier):
-    for start, c in enumerate(("apple", "pear")):
+def test_images_mode_refuses_a_folder_of_classes_the_model_does_not_know(tmp_path, animals_classifier):
+    for start, c in enumerate(("cat", "dog", "fox")):
         write_images(tmp_path / "new" / c, 2, start=10 * start)
     config = PredictConfig(images=f"imagefolder:{tmp_path / 'new'}", image_size=8)
-    with pytest.raises(DataError, match=r"classes \['apple', 'pear'\].*knows \['cat', 'dog', 'emu'\]"):
+    with pytest.raises(
+        DataError, match=r"classes that the classifier .* does not know: \['fox'\].*\['cat', 'dog', 'emu'\]"
+    ):
         predict.run(config, {"classifier": animals_classifier}, tmp_path / "out")
     assert not (tmp_path / "out" / "prelabels.csv").exists()
+
+
+def test_images_mode_takes_sub_folders_that_name_no_class_as_plain_folders(tmp_path, animals_classifier):
+    for start, day in enumerate(("2024-01", "2024-02")):
+        write_images(tmp_path / "new" / day, 2, start=10 * start)
+    config = PredictConfig(images=f"imagefolder:{tmp_path / 'new'}", image_size=8)
+    assert predict.run(config, {"classifier": animals_classifier}, tmp_path / "out")["num_prelabeled"] == 4
 
 
 @pytest.mark.parametrize("content", [None, "notes.txt"], ids=["empty", "no-image-files"])
@@ -248,9 +257,7 @@ def test_images_mode_where_no_image_can_be_read(tmp_path, animals_classifier):
     folder.mkdir()
     (folder / "broken.png").write_bytes(b"not a png")
     config = PredictConfig(images=f"imagefolder:{folder}", image_size=8)
-    with pytest.raises(
-        DataError, match=r"imagefolder:.*: no image to pre-label \(every image is labeled, held out or unreadable\)"
-    ):
+    with pytest.raises(DataError, match=r"imagefolder:.*: no image to pre-label \(every one of them is unreadable\)"):
         predict.run(config, {"classifier": animals_classifier}, tmp_path / "out")
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import stages.select as select
-from stages.data.sources import UNLABELED, DataConfig, load_splits, load_train
+from stages.data.labels import UNLABELED
+from stages.data.sources import DataConfig, load_splits, load_train
 from stages.models.architecture import EncoderConfig, build_pretrain_model, classifier_for
 from stages.models.weights import save_classifier, save_pretrained
 from stages.select import SelectConfig

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from stages.data.label_subsets import select_subsets
-from stages.data.sources import UNLABELED, DataConfig, DataError, id_hash, load_splits, load_train, open_train_rows
+from stages.data.labels import UNLABELED
+from stages.data.sources import DataConfig, DataError, id_hash, load_splits, load_train, open_train_rows
 
 pytestmark = pytest.mark.usefixtures("private_datasets_cache")
 
@@ -214,3 +215,53 @@ def test_labels_contradicting_the_source(tmp_path):
     labels = write_labels(tmp_path / "l.csv", [(names["cat"][0], "dog")])
     with pytest.raises(DataError, match=r"labels 'img000\.png' 'dog', but the source labels it 'cat'"):
         load_splits(DataConfig(source=f"imagefolder:{root}", labels=str(labels)))
+
+
+# --- what must not depend on the labels ----------------------------------------------------------------------------
+
+
+def test_a_labels_file_never_changes_which_images_pretraining_sees(tmp_path):
+    """digits labels every image itself: a labels file on top keeps the benchmark case (test images removed)."""
+    labels = write_labels(tmp_path / "l.csv", [("train-0", "0")])
+    plain, with_file = load_train(DataConfig()), load_train(DataConfig(labels=str(labels)))
+    assert len(plain) == len(with_file) == 1437 and plain.ids == with_file.ids
+    assert plain.fully_labeled and with_file.fully_labeled
+
+
+def test_a_labels_file_that_labels_every_image_keeps_the_teams_case(tmp_path, flat):
+    folder, names = flat
+    train, test = load_splits(
+        DataConfig(source=f"imagefolder:{folder}", labels=str(write_labels(tmp_path / "l.csv", labels_for(names, 30))))
+    )
+    assert len(train) == 30 and not train.fully_labeled and int(train.held_out.sum()) == len(test)
+
+
+def test_pool_ids_keep_their_own_form_and_step_aside_on_a_clash(tmp_path, flat):
+    folder, names = flat
+    pool = tmp_path / "pool"
+    write_images(pool, 2, start=0)  # img000.png and img001.png: names the training folder has too
+    train = load_train(DataConfig(source=f"imagefolder:{folder}", unlabeled=f"imagefolder:{pool}"))
+    assert train.ids[:30] == names  # the training ids did not change
+    assert train.ids[30:] == ["unlabeled/img000.png", "unlabeled/img001.png"]
+
+
+def test_a_pool_with_a_test_split_gives_only_its_train_images(tmp_path, flat):
+    images = [PIL.Image.fromarray(np.full((6, 6, 3), i, np.uint8)) for i in range(5)]
+    splits = {"train": images[:3], "test": images[3:]}
+    features = datasets.Features({"image": datasets.Image()})
+    datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict({"image": rows}, features=features) for name, rows in splits.items()}
+    ).save_to_disk(tmp_path / "pool")
+    train = load_train(DataConfig(source=f"imagefolder:{flat[0]}", unlabeled=f"disk:{tmp_path / 'pool'}"))
+    assert len(train) == 30 + 3
+
+
+def test_labels_file_classes_follow_an_integer_test_split(tmp_path):
+    images = [PIL.Image.fromarray(np.full((6, 6, 3), i, np.uint8)) for i in range(4)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    train = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    test = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]}, features=features)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "d")
+    labels = write_labels(tmp_path / "l.csv", [("train-0", "0"), ("train-1", "1")])
+    train_split, test_split = load_splits(DataConfig(source=f"disk:{tmp_path / 'd'}", labels=str(labels)))
+    assert train_split.class_names == ["0", "1"] and test_split.labels.tolist() == [0, 1, 0, 1]
