@@ -26,6 +26,8 @@ class LabelBudgetReport:
     num_train: int | None
     num_classes: int | None
     prelabeling: Prelabeling | None = None  # the predict stage's pre-labels; None without that stage
+    num_labeled: int | None = None  # training images with a label (the rest are unlabeled), when some lack one
+    test_labels_held_out: int = 0  # labels the test split took from the team's labels (partly labeled data)
 
     @property
     def savings(self) -> pd.DataFrame:
@@ -64,4 +66,6 @@ def assemble(
         num_train=subsets.get("num_train"),
         num_classes=subsets.get("num_classes"),
         prelabeling=prelabeling,
+        num_labeled=subsets.get("num_labeled"),
+        test_labels_held_out=subsets.get("test_labels_held_out", 0),
     )

@@ -117,11 +117,20 @@ def data_sentence(report: LabelBudgetReport) -> str:
         else "test sets of different sizes (" + ", ".join(count(size) for size in sizes) + " images)"
     )
     train = f", {count(report.num_train)} training images" if report.num_train else ""
+    if report.num_train and report.num_labeled is not None and report.num_labeled < report.num_train:
+        train += f" ({count(report.num_labeled)} of them with a label that training may use)"
     classes = f", {count(report.num_classes)} classes" if report.num_classes else ""
-    return (
+    sentence = (
         f"Dataset: {report.settings.dataset}{train}{classes}. Accuracy is measured on {test} that no model was "
         "trained on."
     )
+    if report.test_labels_held_out:
+        sentence += (
+            f" The data has no test split of its own, so {count(report.test_labels_held_out)} of your labeled images "
+            "were held out as the test split; their labels train nothing (the images still help pretraining and "
+            "distillation, unlabeled, like every other image)."
+        )
+    return sentence
 
 
 def assumptions(report: LabelBudgetReport) -> list[str]:

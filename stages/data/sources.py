@@ -206,6 +206,7 @@ def source_rows(config: DataConfig) -> SourceRows:
     test = pick_test_split(splits, config)
     check_image_column(train, config.train_split, config)
     require_rows(train, config)
+    log_non_images(config.source)
     if test is not None:
         check_image_column(test, config.test_split, config)
         check_label_column(test, config.test_split, config)
@@ -448,11 +449,14 @@ def log_non_images(source: str) -> None:
     if kind != "imagefolder":
         return
     others = [
-        path for path in Path(folder).rglob("*") if path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS
+        name
+        for _, _, files in os.walk(folder)  # names only: no stat per file, for folders of a million images
+        for name in files
+        if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS
     ]
     if others:
         logger.warning(
-            "%s: skipped %d files that are not images (by extension), e.g. %s", source, len(others), others[0].name
+            "%s: skipped %d files that are not images (by extension), e.g. %s", source, len(others), others[0]
         )
 
 

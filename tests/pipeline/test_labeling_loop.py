@@ -68,6 +68,7 @@ def test_the_labeling_loop_reuses_pretraining_and_grows_the_budget(tmp_path):
     assert len(prelabeled) == IMAGES - FIRST_LABELS and not prelabeled & set(first)
     report = (plan["report"].out_dir / "report.md").read_text()
     assert "Pre-labels for the unlabeled images" in report
+    assert f"{held_out} of your labeled images were held out as the test split" in report
     in_flow = list(csv.DictReader((plan["select"].out_dir / "to_label.csv").open()))
     assert len(in_flow) == 20 and not {row["image"] for row in in_flow} & set(first)
     assert read_manifest(plan["select"].out_dir)["metrics"]["strategy"] == "uncertainty"  # it had a teacher

@@ -6,7 +6,7 @@ from reports.inputs import read_manifests
 from reports.label_budget import assemble
 from reports.labels_needed import AT_MOST, BEYOND, INTERPOLATED, NO_BASELINE, saving
 from reports.tables import MISSING
-from reports.text import headline, render_markdown, sections
+from reports.text import data_sentence, headline, render_markdown, sections
 from tests.reports.report_fixtures import CLASSIFIERS, SETTINGS, make_run
 
 # --- the headline ---------------------------------------------------------------------------------------------------
@@ -94,3 +94,11 @@ def test_non_monotone_baseline_is_said(tmp_path):
 def test_monotone_baseline_is_not_flagged(report):
     assert report.baseline_monotone
     assert "did not always rise" not in render_markdown(report)
+
+
+def test_the_labels_the_test_split_took_are_said(report):
+    partly = replace(report, num_train=500, num_labeled=70, test_labels_held_out=18)
+    text = data_sentence(partly)
+    assert "500 training images (70 of them with a label that training may use)" in text
+    assert "18 of your labeled images were held out as the test split" in text
+    assert "held out" not in data_sentence(report)  # a dataset with its own test split, or fully labeled

@@ -218,6 +218,14 @@ def test_json_list_of_ids(tmp_path, digits_labels):
     assert load_subset(tmp_path / "list.json", ids).tolist() == [3, 100]
 
 
+def test_the_list_select_writes_and_a_labels_file_are_subset_lists(tmp_path, digits_labels):
+    ids = ids_for(digits_labels)
+    (tmp_path / "to_label.csv").write_text(f"image,label,path,rank\n{ids[8]},,,1\n{ids[4]},3,,2\n")
+    assert load_subset(tmp_path / "to_label.csv", ids).tolist() == [4, 8]
+    (tmp_path / "labels.csv").write_text(f"label,image\n1,{ids[6]}\n")  # the column is found by its name
+    assert load_subset(tmp_path / "labels.csv", ids).tolist() == [6]
+
+
 def test_unknown_ids_are_counted_and_shown(tmp_path, digits_labels):
     ids = ids_for(digits_labels)
     (tmp_path / "1percent.txt").write_text("\n".join([ids[0], "ghost_1.JPEG", "ghost_2.JPEG", ids[1]]))

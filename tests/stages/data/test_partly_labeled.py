@@ -265,3 +265,12 @@ def test_labels_file_classes_follow_an_integer_test_split(tmp_path):
     labels = write_labels(tmp_path / "l.csv", [("train-0", "0"), ("train-1", "1")])
     train_split, test_split = load_splits(DataConfig(source=f"disk:{tmp_path / 'd'}", labels=str(labels)))
     assert train_split.class_names == ["0", "1"] and test_split.labels.tolist() == [0, 1, 0, 1]
+
+
+def test_files_that_are_not_images_are_counted_in_the_log(tmp_path, flat, caplog):
+    folder, names = flat
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "Thumbs.db").write_bytes(b"\0")
+    with caplog.at_level(logging.WARNING, logger="stages.data.sources"):
+        train = load_train(DataConfig(source=f"imagefolder:{folder}"))
+    assert len(train) == len(names) and "skipped 2 files that are not images" in caplog.text
