@@ -11,9 +11,9 @@ cross-entropy on labeled rows. The student has no projection head; `--student` (
 small_images) picks a smaller network; by default (or `--student none`) it has the teacher's architecture
 (self-distillation). The optimiser settings default to the pretraining ones, as in the paper.
 
-Writes `model.safetensors` (the student classifier, loadable like a finetune output), `loss_curve.csv` and
-`metrics.json` (test top-1 / top-5 and agreement with the teacher) to `--out`; resumable state goes to
-`--out/checkpoints/` and a rerun continues from it.
+Writes `model.safetensors` (the student classifier, loadable like a finetune output), `loss_curve.csv`,
+`metrics.json` (test top-1 / top-5, the teacher's top-1 and the agreement with it) and `test_predictions.csv` (every
+test image's prediction) to `--out`; resumable state goes to `--out/checkpoints/` and a rerun continues from it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from stages.data.label_subsets import load_subset
 from stages.data.labels import UNLABELED
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.metrics import prediction_agreement, top_k_metrics
+from stages.evaluation.test_predictions import TEST_PREDICTIONS, write_test_predictions
 from stages.losses.distillation import distillation_loss
 from stages.models.architecture import EncoderConfig, classifier_for
 from stages.models.weights import WEIGHTS_FILE, check_same_classes, load_classifier, save_classifier, weights_file
@@ -151,11 +152,18 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
 
     def evaluate_and_save() -> dict:
         save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, 0, train.class_names)
+        write_test_predictions(
+            result.model, test, train.class_names, config.image_size, out_dir / TEST_PREDICTIONS, config.eval_batch_size
+        )
         agreement = prediction_agreement(
             result.model, teacher_model, test, config.image_size, config.eval_batch_size, device
         )
+        teacher_top1 = top_k_metrics(teacher_model, test, config.image_size, config.eval_batch_size, device)[
+            "test_top1"
+        ]
         return top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device) | {
-            "test_agreement_with_teacher": agreement
+            "test_agreement_with_teacher": agreement,
+            "teacher_test_top1": teacher_top1,  # the student against its teacher, on the same images
         }
 
     return finish_stage(accelerator, out_dir, metrics, evaluate_and_save)

@@ -10,9 +10,9 @@ is the supervised baseline: the same training on the same labels from a random `
 
 Training follows docs/simclrv2.md#fine-tuning-and-distillation: crop + flip only, cross-entropy, BN in train mode, LARS,
 lr = base_lr * sqrt(batch), no weight decay, no warmup, cosine decay per step. Writes `model.safetensors` (the
-classifier; its architecture, proj_selector, num_classes and class_names in the metadata), `loss_curve.csv` and
-`metrics.json` (with the test top-1 / top-5) to `--out`; resumable state goes to `--out/checkpoints/` and a rerun
-continues from it.
+classifier; its architecture, proj_selector, num_classes and class_names in the metadata), `loss_curve.csv`,
+`metrics.json` (with the test top-1 / top-5) and `test_predictions.csv` (every test image's prediction) to `--out`;
+resumable state goes to `--out/checkpoints/` and a rerun continues from it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.label_subsets import load_subset
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.metrics import top_k_metrics
+from stages.evaluation.test_predictions import TEST_PREDICTIONS, write_test_predictions
 from stages.models.architecture import EncoderConfig, classifier_for
 from stages.models.heads import Classifier, build_classifier
 from stages.models.weights import WEIGHTS_FILE, load_pretrained, save_classifier, weights_file
@@ -143,6 +144,9 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
 
     def evaluate_and_save() -> dict:
         save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, proj_selector, train.class_names)
+        write_test_predictions(
+            result.model, test, train.class_names, config.image_size, out_dir / TEST_PREDICTIONS, config.eval_batch_size
+        )
         return top_k_metrics(result.model, test, config.image_size, config.eval_batch_size, device)
 
     return finish_stage(accelerator, out_dir, metrics, evaluate_and_save)

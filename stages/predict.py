@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pandas as pd
 import torch
 from annotated_types import Ge
 from datasets.utils import tqdm
@@ -37,15 +35,14 @@ from stages.data.image_stream import ImageStream
 from stages.data.label_subsets import labeled_images
 from stages.data.sources import DataConfig, ImageSplit, load_splits
 from stages.evaluation.prelabels import PrelabelWriter, predict_batches
+from stages.evaluation.test_predictions import TEST_PREDICTIONS, write_test_predictions
 from stages.models.weights import LoadedClassifier, check_same_classes, load_classifier, weights_file
 from stages.training.accelerator import make_accelerator
 from stages.training.cli import parse_stage_args, run_and_print
-from stages.training.files import write_text_atomic
 from stages.training.finish import finish_stage
 
 log = logging.getLogger(__name__)
 PRELABELS = "prelabels"  # the stem of prelabels.csv and prelabels.parquet
-TEST_PREDICTIONS = "test_predictions.csv"
 PREDICT_FILES = (f"{PRELABELS}.csv", f"{PRELABELS}.parquet")
 
 
@@ -122,7 +119,9 @@ def run_images(
     """The run's unlabeled training images as batches; writes the test split's predictions on the way."""
     train, test = load_splits(config.data)
     check_same_classes(classifier.class_names, train, classifier.file)
-    write_test_predictions(model, classifier.class_names, test, config, out_dir / TEST_PREDICTIONS)
+    write_test_predictions(
+        model, test, classifier.class_names, config.image_size, out_dir / TEST_PREDICTIONS, config.eval_batch_size
+    )
     rows = (~(labeled_images(train, subset) | held_out(train))).nonzero().flatten()
     log.info("pre-labeling %d of the %d training images (the rest are labeled or held out)", len(rows), len(train))
     return RunImages(train, rows, config.eval_batch_size), len(test)
@@ -168,27 +167,6 @@ def write_prelabels(
     if writer.rows == 0:
         log.warning("%s: every training image is labeled or held out: nothing to pre-label", config.data.source)
     return writer.rows
-
-
-def write_test_predictions(
-    model: torch.nn.Module, class_names: list[str], test: ImageSplit, config: PredictConfig, path: Path
-) -> None:
-    """image, label, predicted, confidence for every test image: what the report measures pre-label accuracy on."""
-    batches = ((ids, images) for ids, _, images in RunImages(test, torch.arange(len(test)), config.eval_batch_size))
-    predicted, confidence = [], []
-    for batch in predict_batches(model, batches, config.image_size, top_k=1):
-        predicted += batch.predicted.tolist()
-        confidence += batch.confidence.tolist()
-    names = np.asarray(class_names, dtype=object)
-    table = pd.DataFrame(
-        {
-            "image": test.ids,
-            "label": names[test.labels.numpy()],
-            "predicted": names[predicted],
-            "confidence": confidence,
-        }
-    )
-    write_text_atomic(path, table.to_csv(index=False))
 
 
 def main(argv: list[str] | None = None) -> None:
