@@ -17,12 +17,18 @@ resumable state goes to `--out/checkpoints/` and a rerun continues from it.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import itertools
 import logging
+import shutil
+import time
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
+from accelerate import Accelerator
 from annotated_types import Ge, Gt, Lt
 from pydantic import StrictBool, StrictFloat, StrictInt
 from torch import nn
@@ -31,7 +37,8 @@ from torch.nn.functional import cross_entropy
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.label_subsets import load_subset
 from stages.data.sources import DataConfig, ImageSplit, load_splits
-from stages.evaluation.metrics import top_k_metrics
+from stages.evaluation.feature_quality import probe_accuracy
+from stages.evaluation.metrics import top_k_accuracy, top_k_metrics
 from stages.evaluation.test_predictions import TEST_PREDICTIONS, write_test_predictions
 from stages.models.architecture import EncoderConfig, classifier_for
 from stages.models.heads import Classifier, build_classifier
@@ -40,9 +47,16 @@ from stages.training.accelerator import make_accelerator
 from stages.training.batches import check_batch_size
 from stages.training.classifier_loop import train_classifier
 from stages.training.cli import parse_stage_args, run_and_print
+from stages.training.cross_validation import Choice, FitAndScore, cross_validate
 from stages.training.finish import finish_stage
+from stages.training.linear_head import fit_linear_head, frozen_features
+from stages.training.loop import TrainingResult
 
 log = logging.getLogger(__name__)
+FINE_TUNE = "fine-tune"
+LINEAR_C = {"linear C=0.1": 0.1, "linear C=1": 1.0, "linear C=10": 10.0}  # inverse L2 strengths tried
+LINEAR_DEFAULT = "linear C=1"  # when no fold can validate (a class with one label)
+CV_DIR = "cross-validation"
 
 
 @config_dataclass
@@ -70,6 +84,11 @@ class FinetuneConfig:
     """epochs of linear learning-rate warm-up before the cosine decay"""
     proj_selector: Annotated[StrictInt, Ge(0)] = 1
     """projection head layers kept under the classifier, 0 up to the pretrained head's layers (the baseline has none)"""
+    classifier: Literal["fine-tune", "linear", "auto"] = "fine-tune"
+    """with --pretrain: fine-tune the whole network; fit a logistic regression on the frozen features (choosing its
+    regularization by cross-validation on the budget's labels); or choose between the two by that cross-validation"""
+    cv_folds: Annotated[StrictInt, Ge(2)] = 3
+    """at most this many stratified folds of the budget's labels (fewer when a class has fewer labels)"""
     seed: StrictInt = 0
     """seed of the new layer, the batch order and the augmentations"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -108,6 +127,96 @@ def labeled_rows(subset: Path, train: ImageSplit, batch_size: int, world: int) -
     return rows
 
 
+def subset_split(train: ImageSplit, rows: torch.Tensor) -> ImageSplit:
+    """The budget's labeled images as a split of their own."""
+    chosen = rows.tolist()
+    return dataclasses.replace(
+        train,
+        images=train.images[rows],
+        labels=train.labels[rows],
+        ids=[train.ids[row] for row in chosen],
+        held_out=None,
+        paths=None,
+    )
+
+
+def fine_tune(
+    accelerator: Accelerator,
+    model: Classifier,
+    labeled: ImageSplit,
+    config: FinetuneConfig,
+    out_dir: Path,
+    tracker: str,
+) -> TrainingResult:
+    images, labels = labeled.images.to(accelerator.device), labeled.labels.to(accelerator.device)
+
+    def supervised_loss(model: nn.Module, views: torch.Tensor, batch_rows: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(model(views).float(), labels[batch_rows])
+
+    return train_classifier(accelerator, model, images, supervised_loss, config, out_dir, tracker)
+
+
+def linear_on_frozen_features(
+    model: Classifier, labeled: ImageSplit, c: float, config: FinetuneConfig, device: torch.device
+) -> TrainingResult:
+    """The pretrained network, frozen, with a logistic regression fitted on its features as the final layer."""
+    start = time.perf_counter()
+    features = frozen_features(model.to(device), labeled, config.image_size, config.eval_batch_size, device)
+    fit_linear_head(model.cpu(), features, labeled.labels, c)
+    return TrainingResult(model.to(device), [], 0, 0, time.perf_counter() - start)
+
+
+def choose_classifier(
+    config: FinetuneConfig, pretrain: Path, labeled: ImageSplit, accelerator: Accelerator, out_dir: Path
+) -> Choice:
+    """Fine-tuning against logistic regressions on the frozen features (`LINEAR_C`), by stratified cross-validation
+    on the budget's own labels; `classifier: linear` compares the regressions only. Fold runs go under
+    `out_dir/cross-validation/` (a crash resumes them) and are removed once the choice is made."""
+    device = accelerator.device
+    frozen = build_finetune_model(config, pretrain, labeled.num_classes)[0].to(device)
+    features = frozen_features(frozen, labeled, config.image_size, config.eval_batch_size, device)
+    candidates: dict[str, FitAndScore] = {}
+    if config.classifier == "auto":
+        candidates[FINE_TUNE] = fold_fine_tuning(config, pretrain, labeled, accelerator, out_dir / CV_DIR)
+    for name, c in LINEAR_C.items():
+        candidates[name] = functools.partial(probe_fold, features, labeled.labels, c)
+    fallback = FINE_TUNE if config.classifier == "auto" else LINEAR_DEFAULT
+    choice = cross_validate(candidates, labeled.labels, config.cv_folds, config.seed, fallback)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(out_dir / CV_DIR, ignore_errors=True)
+    log.info("classifier: %s (%s)", choice.name, choice.reason)
+    return choice
+
+
+def probe_fold(
+    features: torch.Tensor, labels: torch.Tensor, c: float, train: torch.Tensor, validate: torch.Tensor
+) -> float:
+    return probe_accuracy(features[train], labels[train], features[validate], labels[validate], c)
+
+
+def fold_fine_tuning(
+    config: FinetuneConfig, pretrain: Path, labeled: ImageSplit, accelerator: Accelerator, cv_dir: Path
+) -> FitAndScore:
+    """Fine-tune on a fold's training rows (the config's epochs, its batch capped by the fold), score on the rest."""
+    folds = itertools.count()
+
+    def fit_and_score(train_rows: torch.Tensor, validate_rows: torch.Tensor) -> float:
+        world = accelerator.num_processes
+        batch = max(world, min(config.batch_size, len(train_rows)) // world * world)
+        fold_config = dataclasses.replace(config, batch_size=batch, tensorboard=False)
+        fold_dir = cv_dir / f"fine-tune-fold{next(folds)}"
+        fold_accelerator = make_accelerator(fold_dir, config.seed, config.mixed_precision)
+        model = build_finetune_model(config, pretrain, labeled.num_classes)[0]
+        result = fine_tune(fold_accelerator, model, subset_split(labeled, train_rows), fold_config, fold_dir, "cv")
+        validation = subset_split(labeled, validate_rows)
+        return top_k_accuracy(result.model, validation, config.image_size, config.eval_batch_size, accelerator.device)[
+            "top1"
+        ]
+
+    return fit_and_score
+
+
 def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     if "subset" not in inputs:
@@ -121,13 +230,15 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     rows = labeled_rows(inputs["subset"], train, config.batch_size, accelerator.num_processes)
     model, architecture, proj_selector = build_finetune_model(config, pretrain, train.num_classes)
 
-    images, labels = train.images[rows].to(device), train.labels[rows].to(device)
-
-    def supervised_loss(model: nn.Module, views: torch.Tensor, batch_rows: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(model(views).float(), labels[batch_rows])
-
+    labeled = subset_split(train, rows)
+    choice = Choice(FINE_TUNE, reason="chosen in the config")
+    if pretrain is not None and config.classifier != FINE_TUNE:
+        choice = choose_classifier(config, pretrain, labeled, accelerator, out_dir)
     tracker = "finetune" if pretrain is not None else "baseline"
-    result = train_classifier(accelerator, model, images, supervised_loss, config, out_dir, tracker)
+    if choice.name == FINE_TUNE:
+        result = fine_tune(accelerator, model, labeled, config, out_dir, tracker)
+    else:
+        result = linear_on_frozen_features(model, labeled, LINEAR_C[choice.name], config, device)
     metrics = {
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "steps": result.total_steps,
@@ -136,6 +247,8 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "num_classes": train.num_classes,
         "initialization": "pretrain" if pretrain is not None else "random",
         "proj_selector": proj_selector,
+        "classifier": choice.name,
+        "classifier_choice": {"scores": choice.scores, "folds": choice.folds, "reason": choice.reason},
         "global_batch": config.batch_size,
         "processes": accelerator.num_processes,
         "seconds_this_run": round(result.seconds, 3),

@@ -130,6 +130,28 @@ def test_finetune_run_from_pretrain_writes_a_classifier_that_keeps_the_head_laye
     assert load_classifier(tmp_path).proj_selector == 1
 
 
+def test_auto_chooses_by_cross_validation_on_the_budgets_labels_and_records_it(tmp_path, pretrained, subsets):
+    config = tiny_config(epochs=1.0, classifier="auto", cv_folds=3)
+    metrics = finetune.run(config, {"subset": subsets["10pct"], "pretrain": pretrained}, tmp_path)
+    choice = metrics["classifier_choice"]
+    assert choice["folds"] == 3 and set(choice["scores"]) == {"fine-tune", *finetune.LINEAR_C}
+    assert metrics["classifier"] == max(choice["scores"], key=choice["scores"].get)
+    assert all(0 <= score <= 1 for score in choice["scores"].values())
+    assert not (tmp_path / finetune.CV_DIR).exists()  # the fold runs are gone once the choice is made
+    assert load_classifier(tmp_path).proj_selector == 1  # whatever won, a classifier every later stage loads
+
+
+def test_a_linear_classifier_on_frozen_features_is_the_logistic_regression(tmp_path, pretrained, subsets, digits):
+    config = tiny_config(classifier="linear")
+    metrics = finetune.run(config, {"subset": subsets["10pct"], "pretrain": pretrained}, tmp_path)
+    assert metrics["classifier"].startswith("linear C=") and metrics["steps"] == 0
+    loaded = load_classifier(tmp_path)
+    pretrained_encoder = build_finetune_model(config, pretrained, 10)[0].encoder.state_dict()
+    assert all(torch.equal(value, pretrained_encoder[key]) for key, value in loaded.model.encoder.state_dict().items())
+    accuracy = top_k_accuracy(loaded.model, digits[1], 16)["top1"]
+    assert accuracy == pytest.approx(metrics["test_top1"]) and accuracy > 0.2  # learned something on frozen features
+
+
 def test_a_crash_then_rerun_resumes_and_finishes_like_an_uninterrupted_run(tmp_path, subsets, monkeypatch):
     config = tiny_config(epochs=2.0, checkpoint_every=3, base_lr=0.05, optimizer="sgd")
     inputs = {"subset": subsets["10pct"]}
