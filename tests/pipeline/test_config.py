@@ -96,11 +96,12 @@ def test_sections_have_the_dataclass_fields_minus_data_and_model():
     names = {stage: {f.name for f in dataclasses.fields(cls)} for stage, cls in STAGE_CLASSES.items()}
     assert set(type(cfg.pretrain).model_fields) == names["pretrain"] - {"data", "model"}
     assert set(type(cfg.finetune).model_fields) == names["finetune"] - {"data", "model"} | {"per_budget"}
-    assert set(type(cfg.baseline).model_fields) == names["baseline"] - {"data", "model", "proj_selector"} | {
-        "per_budget"
-    }
+    no_head = {"proj_selector", "classifier", "cv_folds"}  # the baseline has no pretrained head or features
+    assert set(type(cfg.baseline).model_fields) == names["baseline"] - {"data", "model", *no_head} | {"per_budget"}
     assert set(type(cfg.distill).model_fields) == names["distill"] - {"data"} | {"per_budget"}
     assert set(type(cfg.evaluate).model_fields) == names["evaluate"] - {"data"}
+    assert set(type(cfg.predict).model_fields) == names["predict"] - {"data", "images"} | {"enabled", "model", "budget"}
+    assert set(type(cfg.select).model_fields) == names["select"] - {"data"} | {"enabled"}
     assert isinstance(cfg.data, DataConfig) and isinstance(cfg.model, EncoderConfig)  # the stages' own configs
 
 

@@ -75,7 +75,9 @@ CONFIGS = {
         loader_workers=3,
         **TRAINING,
     ),
-    "finetune": FinetuneConfig(data=DATA, model=ENCODER, proj_selector=2, **TRAINING, **TRAINER),
+    "finetune": FinetuneConfig(
+        data=DATA, model=ENCODER, proj_selector=2, classifier="auto", cv_folds=4, **TRAINING, **TRAINER
+    ),
     "distill": DistillConfig(data=DATA, student=ENCODER, temperature=0.1, alpha=0.5, **TRAINING, **TRAINER),
     "distill-self": DistillConfig(data=DATA, student=None, temperature=0.1, alpha=0.5, **TRAINING, **TRAINER),
     "evaluate": EvaluateConfig(
