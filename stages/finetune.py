@@ -239,6 +239,7 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         result = fine_tune(accelerator, model, labeled, config, out_dir, tracker)
     else:
         result = linear_on_frozen_features(model, labeled, LINEAR_C[choice.name], config, device)
+        out_dir.mkdir(parents=True, exist_ok=True)  # no training loop made it
     metrics = {
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "steps": result.total_steps,

@@ -143,9 +143,10 @@ def test_auto_chooses_by_cross_validation_on_the_budgets_labels_and_records_it(t
 
 def test_a_linear_classifier_on_frozen_features_is_the_logistic_regression(tmp_path, pretrained, subsets, digits):
     config = tiny_config(classifier="linear")
-    metrics = finetune.run(config, {"subset": subsets["10pct"], "pretrain": pretrained}, tmp_path)
+    out = tmp_path / "not-made-yet"  # as in the flow: nothing creates it before the stage
+    metrics = finetune.run(config, {"subset": subsets["10pct"], "pretrain": pretrained}, out)
     assert metrics["classifier"].startswith("linear C=") and metrics["steps"] == 0
-    loaded = load_classifier(tmp_path)
+    loaded = load_classifier(out)
     pretrained_encoder = build_finetune_model(config, pretrained, 10)[0].encoder.state_dict()
     assert all(torch.equal(value, pretrained_encoder[key]) for key, value in loaded.model.encoder.state_dict().items())
     accuracy = top_k_accuracy(loaded.model, digits[1], 16)["top1"]
