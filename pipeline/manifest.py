@@ -51,6 +51,29 @@ def instance_name(stage: str, budget: str | None = None) -> str:
     return name
 
 
+SEED_MARK = "-s"  # "20labels-s1": budget 20labels drawn with subset seed 1 (budget names never hold a "-")
+
+
+def replicate(budget: str | None, seed: int | None) -> str | None:
+    """The bracket of one subset seed's instance: ("20labels", 1) -> "20labels-s1", (None, 1) -> "s1" (its
+    subsets); without a seed (a run with one seed), the budget alone."""
+    if seed is None:
+        return budget
+    return f"{budget}{SEED_MARK}{seed}" if budget else f"s{seed}"
+
+
+def split_replicate(bracket: str | None) -> tuple[str | None, int | None]:
+    """The inverse of `replicate`: "20labels-s1" -> ("20labels", 1), "s1" -> (None, 1), "10pct" -> ("10pct", None)."""
+    if bracket is None:
+        return None, None
+    if match := re.fullmatch(r"s([0-9]+)", bracket):
+        return None, int(match.group(1))
+    budget, mark, seed = bracket.rpartition(SEED_MARK)
+    if mark and seed.isdigit():
+        return budget, int(seed)
+    return bracket, None
+
+
 def stage_dirname(instance: str) -> str:
     """Directory name of a stage instance: "pretrain" -> "pretrain", "finetune[10pct]" -> "finetune-10pct"."""
     stage, budget = split_instance(instance)

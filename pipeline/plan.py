@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.code_version import code_version
 from pipeline.config import ExperimentConfig, stage_config
-from pipeline.manifest import file_sha256, instance_name, split_instance
+from pipeline.manifest import file_sha256, instance_name, replicate, split_instance
 from pipeline.store import fingerprint, stage_dir
 from stages.data.label_subsets import budget_name
 from stages.subsets import SubsetsConfig
@@ -68,39 +68,53 @@ Plan = dict[str, StageRun]  # instance name -> run, in dependency order
 
 def stage_runs(cfg: ExperimentConfig) -> list[StageRun]:
     """Every instance of the experiment with its config and inputs, upstream before downstream."""
-    subset_names = {**cfg.budget_names("finetune"), **cfg.budget_names("baseline")}
-    subsets = SubsetsConfig(
-        data=stage_config(cfg, "pretrain").data,
-        budgets=tuple(subset_names.values()),
-        seed=cfg.subset_seed,
-        user_lists={name: str(path) for name, path in cfg.subsets.items()},
-    )
-    runs = [StageRun("subsets", "subsets", subsets), StageRun("pretrain", "pretrain", stage_config(cfg, "pretrain"))]
-    for budget in cfg.budget_names("baseline"):
-        runs.append(_budget_run(cfg, "baseline", budget, {"subset": Input("subsets", f"{budget}.json")}))
-    for budget in cfg.budget_names("finetune"):
-        subset = Input("subsets", f"{budget}.json")
-        runs.append(_budget_run(cfg, "finetune", budget, {"subset": subset, "pretrain": Input("pretrain")}))
-        distill = stage_config(cfg, "distill", budget)
-        teacher = {"teacher": Input(instance_name("finetune", budget))}
-        teacher |= {"subset": subset} if distill.alpha > 0 else {}
-        runs.append(_budget_run(cfg, "distill", budget, teacher))
+    seeds = cfg.seeds()
+    tags = seeds if len(seeds) > 1 else [None]  # one seed: today's names (subsets, finetune[10pct]); else per seed
+    runs = [_subsets_run(cfg, seed, tag) for seed, tag in zip(seeds, tags, strict=True)]
+    runs.append(StageRun("pretrain", "pretrain", stage_config(cfg, "pretrain")))
+    for tag in tags:
+        runs += _budget_runs(cfg, tag)
     runs.append(StageRun("evaluate", "evaluate", stage_config(cfg, "evaluate"), {"pretrain": Input("pretrain")}))
     if cfg.predict.enabled:
-        runs.append(_predict_run(cfg))
+        runs.append(_predict_run(cfg, tags[0]))
     if cfg.select.enabled:
-        runs.append(_select_run(cfg))
+        runs.append(_select_run(cfg, tags[0]))
     everything = {run.name: Input(run.name) for run in runs}
     report = cfg.report.model_dump() | {"dataset": cfg.data.source}  # the report names the data it speaks about
     runs.append(StageRun(REPORT, REPORT, report, everything))
     return runs
 
 
-def _predict_run(cfg: ExperimentConfig) -> StageRun:
+def _subsets_run(cfg: ExperimentConfig, seed: int, tag: int | None) -> StageRun:
+    subset_names = {**cfg.budget_names("finetune"), **cfg.budget_names("baseline")}
+    subsets = SubsetsConfig(
+        data=stage_config(cfg, "pretrain").data,
+        budgets=tuple(subset_names.values()),
+        seed=seed,
+        user_lists={name: str(path) for name, path in cfg.subsets.items()},
+    )
+    return StageRun(instance_name("subsets", replicate(None, tag)), "subsets", subsets)
+
+
+def _budget_runs(cfg: ExperimentConfig, tag: int | None) -> list[StageRun]:
+    """The baseline, fine-tuning and distillation of every budget, on the subsets of one seed."""
+    subsets, runs = instance_name("subsets", replicate(None, tag)), []
+    for budget in cfg.budget_names("baseline"):
+        runs.append(_budget_run(cfg, "baseline", budget, tag, {"subset": Input(subsets, f"{budget}.json")}))
+    for budget in cfg.budget_names("finetune"):
+        subset = Input(subsets, f"{budget}.json")
+        runs.append(_budget_run(cfg, "finetune", budget, tag, {"subset": subset, "pretrain": Input("pretrain")}))
+        teacher = {"teacher": Input(instance_name("finetune", replicate(budget, tag)))}
+        teacher |= {"subset": subset} if stage_config(cfg, "distill", budget).alpha > 0 else {}
+        runs.append(_budget_run(cfg, "distill", budget, tag, teacher))
+    return runs
+
+
+def _predict_run(cfg: ExperimentConfig, tag: int | None) -> StageRun:
     budget = cfg.prelabel_budget()
     inputs = {
-        "classifier": Input(instance_name(cfg.predict.model, budget)),
-        "subset": Input("subsets", f"{budget}.json"),  # its labeled images need no pre-label
+        "classifier": Input(instance_name(cfg.predict.model, replicate(budget, tag))),
+        "subset": Input(instance_name("subsets", replicate(None, tag)), f"{budget}.json"),  # labeled: no pre-label
     }
     config = stage_config(cfg, "predict")
     if config.image_size is None:  # the classifier's own crop size
@@ -108,13 +122,13 @@ def _predict_run(cfg: ExperimentConfig) -> StageRun:
     return StageRun(PREDICT, PREDICT, config, inputs)
 
 
-def _select_run(cfg: ExperimentConfig) -> StageRun:
+def _select_run(cfg: ExperimentConfig, tag: int | None) -> StageRun:
     """The images to label next, steered by the fine-tuned teacher of the last budget."""
     budget = budget_name(cfg.budgets[-1])
     inputs = {
         "pretrain": Input("pretrain"),
-        "teacher": Input(instance_name("finetune", budget)),
-        "subset": Input("subsets", f"{budget}.json"),
+        "teacher": Input(instance_name("finetune", replicate(budget, tag))),
+        "subset": Input(instance_name("subsets", replicate(None, tag)), f"{budget}.json"),
     }
     config = stage_config(cfg, "select")
     if config.image_size is None:  # the pretrained encoder's crop size
@@ -122,9 +136,9 @@ def _select_run(cfg: ExperimentConfig) -> StageRun:
     return StageRun(SELECT, SELECT, config, inputs)
 
 
-def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, inputs: dict[str, Input]) -> StageRun:
+def _budget_run(cfg: ExperimentConfig, kind: str, budget: str, tag: int | None, inputs: dict[str, Input]) -> StageRun:
     module = "finetune" if kind == "baseline" else kind  # the baseline is the finetune stage without --pretrain
-    return StageRun(instance_name(kind, budget), module, stage_config(cfg, kind, budget), inputs)
+    return StageRun(instance_name(kind, replicate(budget, tag)), module, stage_config(cfg, kind, budget), inputs)
 
 
 def build_plan(cfg: ExperimentConfig, code: str | None = None) -> Plan:
@@ -134,7 +148,7 @@ def build_plan(cfg: ExperimentConfig, code: str | None = None) -> Plan:
     versions: dict[str, str] = {}
     for run in stage_runs(cfg):
         upstream = {name: plan[i.run].fingerprint for name, i in run.inputs.items()}
-        if run.name == "subsets":  # user-supplied lists: their content, not their path, decides the subsets
+        if run.module == "subsets":  # user-supplied lists: their content, not their path, decides the subsets
             upstream = {f"list:{name}": file_sha256(path) for name, path in run.config.user_lists.items()}
         if cfg.data.labels is not None and run.module not in LABEL_FREE:
             upstream["labels-file"] = labels_digest(cfg.data.labels)

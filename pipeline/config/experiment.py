@@ -66,6 +66,7 @@ class ExperimentConfig(BaseModel):
     model: EncoderConfig = EncoderConfig()
     budgets: list[Budget] = Field(min_length=1)
     subset_seed: int = 0
+    subset_seeds: list[int] = []  # several: every budget's subsets, baseline, fine-tuning and distillation per seed
     subsets: dict[str, LoosePath] = {}
     pretrain: PretrainSection = PretrainSection()  # type: ignore[valid-type]
     finetune: FinetuneSection = FinetuneSection()  # type: ignore[valid-type]
@@ -88,6 +89,8 @@ class ExperimentConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         _check_unique_budgets(self.budgets)
+        if len(set(self.subset_seeds)) != len(self.subset_seeds):
+            raise ValueError(f"subset_seeds: {self.subset_seeds} lists a seed more than once; list each seed once")
         for name in self.subsets:
             _check_budget_key(f"subsets.{name}", name)
         for stage in BUDGET_STAGES:
@@ -98,6 +101,10 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"predict.budget: {self.predict.budget!r} is not one of the budgets ({names})")
         self._stage_configs = {instance: build_stage_config(self, *instance) for instance in self.instances()}
         return self
+
+    def seeds(self) -> list[int]:
+        """The subset seeds of the run: `subset_seeds`, else `subset_seed` alone."""
+        return list(self.subset_seeds) or [self.subset_seed]
 
     def prelabel_budget(self) -> str:
         """The budget whose classifier pre-labels the unlabeled images: `predict.budget`, else the last budget."""

@@ -15,7 +15,9 @@ from pipeline.manifest import (
     list_artifacts,
     missing_artifacts,
     read_manifest,
+    replicate,
     split_instance,
+    split_replicate,
     stage_dirname,
     write_manifest,
 )
@@ -29,6 +31,15 @@ from pipeline.manifest import (
 )
 def test_stage_dirname(instance, name):
     assert stage_dirname(instance) == name
+
+
+@pytest.mark.parametrize(
+    ("budget", "seed", "bracket"),
+    [("20labels", 1, "20labels-s1"), ("12p5pct", 12, "12p5pct-s12"), (None, 3, "s3"), ("all", None, "all")],
+)
+def test_a_seed_in_the_bracket_reads_back(budget, seed, bracket):
+    assert replicate(budget, seed) == bracket and split_replicate(bracket) == (budget, seed)
+    assert stage_dirname(instance_name("finetune", bracket)) == f"finetune-{bracket}"
 
 
 @pytest.mark.parametrize("instance", ["", "finetune[]", "finetune[../x]", "finetune[a/b]", "../pretrain", "Pre train"])

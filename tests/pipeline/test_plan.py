@@ -191,3 +191,25 @@ def test_stage_runs_build_each_stage_config_from_the_experiment():
     }
     assert runs["finetune[20labels]"].config.epochs == 9
     assert runs["subsets"].config.budgets == (20, 0.1)
+
+
+def test_several_subset_seeds_repeat_every_budget_stage_on_their_own_subsets():
+    plan = plan_with("subset_seeds=[0, 3]")
+    assert {"subsets[s0]", "subsets[s3]", "finetune[10pct-s3]", "baseline[20labels-s0]", "distill[10pct-s3]"} <= set(
+        plan
+    )
+    assert "subsets" not in plan and "finetune[10pct]" not in plan
+    assert plan["subsets[s3]"].config.seed == 3 and plan["subsets[s0]"].config.seed == 0
+    assert plan["finetune[10pct-s3]"].upstream == ["pretrain", "subsets[s3]"]
+    assert plan["distill[10pct-s3]"].upstream == ["finetune[10pct-s3]"]
+    assert plan["predict"].upstream == ["distill[10pct-s0]", "subsets[s0]"]  # the first seed's model pre-labels
+    assert plan["finetune[10pct-s0]"].config == plan["finetune[10pct-s3]"].config  # only the subset differs
+    assert select(plan, ["finetune"]) == {"finetune[20labels-s0]", "finetune[10pct-s0]", "finetune[20labels-s3]",
+                                          "finetune[10pct-s3]"}  # fmt: skip
+
+
+def test_one_subset_seed_keeps_the_plain_names():
+    assert set(plan_with("subset_seeds=[5]")) == EVERY_STAGE
+    assert plan_with("subset_seeds=[5]")["subsets"].config.seed == 5
+    with pytest.raises(ValueError, match=r"subset_seeds: \[1, 1\] lists a seed more than once"):
+        plan_with("subset_seeds=[1, 1]")
