@@ -6,9 +6,11 @@ Built from the stage manifests only (never from training code), so it can be reb
     metrics = build_report(stage_dirs, out_dir, ReportSettings(0.10, "USD", 2.5, "CIFAR-10"))
 
 Writes into `out_dir`: report.md, report.html (self-contained), report.csv and report_compute.csv (see
-`reports.csv_export`) and accuracy_vs_labels.png. When the predict stage is among the inputs (instance name
-`predict`), the report also says how far its pre-labels can be trusted (`reports.prelabeling`) and writes
-report_prelabeling.csv.
+`reports.csv_export`) and accuracy_vs_labels.png. Every accuracy comes with its 95% interval, and a saving is claimed
+only where the SimCLRv2 model is significantly better than the baseline with the same labels, on the per-image test
+predictions each classifier stage writes (`test_predictions.csv`; see `reports.comparisons`). When the predict stage
+is among the inputs (instance name `predict`), the report also says how far its pre-labels can be trusted
+(`reports.prelabeling`) and writes report_prelabeling.csv.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from reports.csv_export import compute_rows, model_rows, write_csvs
 from reports.html_page import render_html
-from reports.inputs import ReportSettings, read_manifests
+from reports.inputs import ReportSettings, model_predictions, read_manifests
 from reports.label_budget import LabelBudgetReport, assemble
 from reports.plot import accuracy_plot_png
 from reports.prelabeling import prelabel_headline, prelabel_rows, read_prelabeling
@@ -53,7 +55,7 @@ def build_report(stage_dirs: Mapping[str, Path], out_dir: Path, settings: Report
     out_dir.mkdir(parents=True, exist_ok=True)
     manifests = read_manifests(stage_dirs)
     prelabeling = read_prelabeling(stage_dirs, manifests, settings.prelabel_target_accuracy)
-    report = assemble(manifests, settings, prelabeling)
+    report = assemble(manifests, settings, prelabeling, model_predictions(stage_dirs))
     plot = accuracy_plot_png(report)
     (out_dir / PLOT_FILE).write_bytes(plot)
     (out_dir / MARKDOWN).write_text(render_markdown(report))

@@ -3,13 +3,17 @@
 A device is what `device_hour_price` prices: one GPU, or one whole CPU machine. A stage's `processes` counts the
 processes over all machines, one per GPU, so a CUDA stage used `processes` devices; CPU processes share their
 machine, so a CPU stage used `machines` devices.
+
+The extra compute of the SimCLRv2 route at a budget (`extra_compute_cost`): what pretraining, that budget's
+fine-tuning (and, for the distilled model, its distillation) cost, minus what the supervised baseline with the same
+labels cost. Pretraining is counted in full for every budget, though one pretraining serves them all.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.manifest import split_instance
+from pipeline.manifest import instance_name, split_instance
 
 STAGE_ORDER = ("subsets", "pretrain", "baseline", "finetune", "distill", "evaluate", "predict", "select", "report")
 TOTAL = "total"
@@ -36,3 +40,17 @@ def compute_costs(stages: pd.DataFrame, device_hour_price: float) -> pd.DataFram
     total_row = pd.DataFrame([{"stage": TOTAL, "device": "", "device_name": "", **total}])
     table = pd.concat([costs, total_row], ignore_index=True)
     return table.astype({"processes": "Int64", "machines": "Int64", "devices": "Int64"})
+
+
+def extra_compute_cost(costs: pd.DataFrame, kind: str, budget: str) -> float | None:
+    """The compute the SimCLRv2 model `kind` ("finetune" or "distill") at `budget` cost beyond the supervised baseline
+    at the same budget: pretrain + finetune[budget] (+ distill[budget]) - baseline[budget], from `costs`
+    (compute_costs); None when one of these stages is not among the report's inputs."""
+    route = ["pretrain", instance_name("finetune", budget)]
+    if kind == "distill":
+        route.append(instance_name("distill", budget))
+    baseline = instance_name("baseline", budget)
+    cost = dict(zip(costs["stage"].tolist(), costs["compute_cost"].tolist(), strict=True))
+    if any(stage not in cost for stage in [*route, baseline]):
+        return None
+    return sum(cost[stage] for stage in route) - cost[baseline]

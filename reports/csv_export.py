@@ -1,8 +1,15 @@
 """Every number of the report, machine-readable, in CSV files (their columns differ too much for one table):
 
 - `report.csv`: one row per model (method x budget), then the pretrained encoder's linear probe and kNN: labels,
-  label cost, test accuracy, labels the baseline needs, labels and money saved. Accuracies are fractions (0.653),
-  not percentages; a blank cell is a number that does not apply (e.g. savings of a baseline row).
+  label cost, test accuracy with its 95% Wilson interval (`test_top1_low`, `test_top1_high`); for each SimCLRv2
+  model its comparison with the baseline trained on the same labels (`compared_with`; `comparison`, one of
+  reports.comparisons' verdicts; `difference` = its top-1 minus the baseline's, with its 95% interval and the McNemar
+  `p_value`), labels the baseline needs (where its curve reaches that top-1, point estimates), and, only where the
+  model is significantly better, the labels, money and net amount saved (`net_saving` = `money_saved` -
+  `extra_compute_cost`, the SimCLRv2 route's compute beyond the baseline's); for each distilled student the same
+  against its teacher (`teacher_*`). Accuracies and differences are fractions (0.653), not percentages; a blank
+  cell is a number that does not apply (e.g. savings of a baseline row) or was not measured (e.g. a p-value without
+  per-image predictions).
 - `report_compute.csv`: one row per stage instance, then a `total` row: devices, wall seconds, device-hours, cost.
 - `report_prelabeling.csv` (only when the run has the predict stage): one row per confidence threshold: test images
   at or above it, their accuracy and its 95% Wilson interval, unlabeled images at or above it (reports.prelabeling);
@@ -22,6 +29,7 @@ from reports.inputs import records
 from reports.label_budget import LabelBudgetReport
 from reports.prelabeling import CSV_COLUMNS as PRELABEL_CSV_COLUMNS
 from reports.prelabeling import prelabel_rows
+from reports.statistics import accuracy_interval
 
 REPORT_CSV, COMPUTE_CSV, PRELABEL_CSV = "report.csv", "report_compute.csv", "report_prelabeling.csv"
 METHODS = {"baseline": "supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
@@ -37,11 +45,29 @@ REPORT_CSV_COLUMNS = [
     "currency",
     "num_test",
     "test_top1",
+    "test_top1_low",
+    "test_top1_high",
     "test_top5",
+    "compared_with",
+    "comparison",
+    "difference",
+    "difference_low",
+    "difference_high",
+    "p_value",
     "baseline_labels_needed",
     "labels_needed_kind",
     "labels_saved",
     "money_saved",
+    "extra_compute_cost",
+    "net_saving",
+    "teacher_test_top1",
+    "teacher_test_top1_low",
+    "teacher_test_top1_high",
+    "teacher_comparison",
+    "teacher_difference",
+    "teacher_difference_low",
+    "teacher_difference_high",
+    "teacher_p_value",
 ]
 COMPUTE_CSV_COLUMNS = [
     "stage",
@@ -79,19 +105,25 @@ def encoder_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
     if encoder is None:
         return []
     measures = {"linear_probe": encoder.linear_probe_top1, "knn": encoder.knn_top1}
-    return [
-        {
-            "method": ENCODER_METHODS[kind],
-            "kind": kind,
-            "budget": "all",
-            "stage": "evaluate",
-            "num_labels": encoder.num_train,
-            "num_test": encoder.num_test,
-            "test_top1": top1,
-        }
-        for kind, top1 in measures.items()
-        if top1 is not None
-    ]
+    rows = []
+    for kind, top1 in measures.items():
+        if top1 is None:
+            continue
+        low, high = accuracy_interval(top1, encoder.num_test)
+        rows.append(
+            {
+                "method": ENCODER_METHODS[kind],
+                "kind": kind,
+                "budget": "all",
+                "stage": "evaluate",
+                "num_labels": encoder.num_train,
+                "num_test": encoder.num_test,
+                "test_top1": top1,
+                "test_top1_low": low,
+                "test_top1_high": high,
+            }
+        )
+    return rows
 
 
 def compute_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:

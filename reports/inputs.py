@@ -1,4 +1,7 @@
-"""What the report is computed from: the stage manifests, read into pandas tables, and the prices it assumes."""
+"""What the report is computed from: the stage manifests, read into pandas tables, the prices it assumes, and each
+model's per-image test predictions (`test_predictions.csv` in its stage directory: image, label, predicted,
+confidence; class names as strings, one row per test image). Runs from before that file lack it: their accuracies
+still get intervals, only the paired comparisons are missing."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ import pandas as pd
 from pipeline.manifest import read_manifest, split_instance
 
 KINDS = ("baseline", "finetune", "distill")  # the models the report compares, in the order it lists them
-MODEL_COLUMNS = ["stage", "kind", "budget", "num_labels", "test_top1", "test_top5", "num_test"]
+# teacher_test_top1: a distilled student's teacher on the same test images (None for other models and older runs)
+MODEL_COLUMNS = ["stage", "kind", "budget", "num_labels", "test_top1", "test_top5", "num_test", "teacher_test_top1"]
 STAGE_COLUMNS = ["stage", "device", "device_name", "processes", "machines", "wall_seconds"]
+TEST_PREDICTIONS = "test_predictions.csv"  # written by finetune (and so the baseline), distill and predict
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,12 @@ def model_table(manifests: Mapping[str, dict]) -> pd.DataFrame:
                 "test_top1": metrics["test_top1"],
                 "test_top5": metrics["test_top5"],
                 "num_test": metrics.get("num_test"),
+                "teacher_test_top1": metrics.get("teacher_test_top1"),
             }
         )
     rows.sort(key=lambda row: (row["num_labels"], KINDS.index(row["kind"])))  # stable: ties keep the given order
-    return pd.DataFrame(rows, columns=MODEL_COLUMNS).astype({"num_labels": "int64", "num_test": "Int64"})
+    types = {"num_labels": "int64", "num_test": "Int64", "teacher_test_top1": "float64"}
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS).astype(types)
 
 
 def stage_table(manifests: Mapping[str, dict]) -> pd.DataFrame:
@@ -122,6 +129,30 @@ def encoder_result(manifests: Mapping[str, dict]) -> EncoderResult | None:
     return EncoderResult(
         metrics.get("linear_probe_top1"), metrics.get("knn_top1"), metrics.get("num_train"), metrics.get("num_test")
     )
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """A `test_predictions.csv`: image, label, predicted, confidence; ids and class names stay strings (a class named
+    "NA" or "None" is a name, not a missing value)."""
+    return pd.read_csv(
+        path,
+        usecols=["image", "label", "predicted", "confidence"],
+        dtype={"image": str, "label": str, "predicted": str},
+        keep_default_na=False,
+    )
+
+
+def model_predictions(stage_dirs: Mapping[str, Path]) -> dict[str, pd.Series]:
+    """Instance name -> whether the model got each test image right (bool, indexed by image id, in the file's
+    order), for every baseline / fine-tuned / distilled instance whose directory has TEST_PREDICTIONS; an instance
+    without the file (a run from before it was written) is left out."""
+    correct = {}
+    for name, stage_dir in stage_dirs.items():
+        path = Path(stage_dir) / TEST_PREDICTIONS
+        if split_instance(name)[0] in KINDS and path.is_file():
+            table = read_predictions(path)
+            correct[name] = pd.Series((table["label"] == table["predicted"]).to_numpy(), index=table["image"])
+    return correct
 
 
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from reports.comparisons import with_comparisons
 from reports.compute_cost import compute_costs
 from reports.inputs import EncoderResult, ReportSettings, encoder_result, model_table, stage_table
 from reports.labels_needed import SIMCLR_KINDS, baseline_points, is_monotone, with_savings
@@ -20,7 +21,9 @@ if TYPE_CHECKING:  # reports.prelabeling formats its section with reports.tables
 @dataclass(frozen=True)
 class LabelBudgetReport:
     settings: ReportSettings
-    models: pd.DataFrame  # inputs.MODEL_COLUMNS + labels_needed.SAVING_COLUMNS, one row per model, by labels
+    # inputs.MODEL_COLUMNS + comparisons' INTERVAL_, COMPARISON_ and TEACHER_COLUMNS + labels_needed.SAVING_COLUMNS,
+    # one row per model, by labels
+    models: pd.DataFrame
     encoder: EncoderResult | None
     compute: pd.DataFrame  # inputs.STAGE_COLUMNS + compute_cost.COST_COLUMNS, one row per stage, then the total
     num_train: int | None
@@ -28,11 +31,17 @@ class LabelBudgetReport:
     prelabeling: Prelabeling | None = None  # the predict stage's pre-labels; None without that stage
     num_labeled: int | None = None  # training images with a label (the rest are unlabeled), when some lack one
     test_labels_held_out: int = 0  # labels the test split took from the team's labels (partly labeled data)
+    without_predictions: tuple[str, ...] = ()  # models whose stage directory has no test_predictions.csv
 
     @property
     def savings(self) -> pd.DataFrame:
         """The fine-tuned and distilled models: the rows that compare with the baseline."""
         return self.models[self.models["kind"].isin(SIMCLR_KINDS)]
+
+    @property
+    def students(self) -> pd.DataFrame:
+        """The distilled models: the rows that compare with their teacher."""
+        return self.models[self.models["kind"] == "distill"]
 
     @property
     def baseline_monotone(self) -> bool:
@@ -55,17 +64,25 @@ class LabelBudgetReport:
 
 
 def assemble(
-    manifests: Mapping[str, dict], settings: ReportSettings, prelabeling: Prelabeling | None = None
+    manifests: Mapping[str, dict],
+    settings: ReportSettings,
+    prelabeling: Prelabeling | None = None,
+    predictions: Mapping[str, pd.Series] | None = None,
 ) -> LabelBudgetReport:
+    """`predictions`: inputs.model_predictions, the per-image right/wrong of the models that have them; without them
+    (None, or a model missing) no difference is tested and no saving claimed."""
     subsets = manifests.get("subsets", {}).get("metrics", {})
+    compute = compute_costs(stage_table(manifests), settings.device_hour_price)
+    models = with_comparisons(model_table(manifests), predictions or {})
     return LabelBudgetReport(
         settings=settings,
-        models=with_savings(model_table(manifests), settings.cost_per_label),
+        models=with_savings(models, settings.cost_per_label, compute),
         encoder=encoder_result(manifests),
-        compute=compute_costs(stage_table(manifests), settings.device_hour_price),
+        compute=compute,
         num_train=subsets.get("num_train"),
         num_classes=subsets.get("num_classes"),
         prelabeling=prelabeling,
         num_labeled=subsets.get("num_labeled"),
         test_labels_held_out=subsets.get("test_labels_held_out", 0),
+        without_predictions=tuple(stage for stage in models["stage"] if stage not in (predictions or {})),
     )

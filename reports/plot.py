@@ -1,15 +1,27 @@
-"""The plot: top-1 accuracy against number of labels (log axis), one line per method, the linear probe as a dashed
-line."""
+"""The plot: top-1 accuracy against number of labels (log axis), one line per method with the 95% interval of each
+point as an error bar, the linear probe as a dashed line."""
 
 from __future__ import annotations
 
 import io
+
+import pandas as pd
 
 from reports.inputs import KINDS
 from reports.label_budget import LabelBudgetReport
 from reports.tables import METHOD_NAMES, count
 
 STYLES = {"baseline": ("tab:gray", "s"), "finetune": ("tab:blue", "o"), "distill": ("tab:orange", "^")}
+# Methods at the same budget sit side by side, a little apart on the log axis, so their error bars do not overlap.
+OFFSETS = {"baseline": 0.96, "finetune": 1.0, "distill": 1.04}
+
+
+def error_bars(models: pd.DataFrame) -> list[list[float]]:
+    """[below, above]: how far each point's 95% interval reaches under and over its top-1 (0 without an interval)."""
+    top1 = models["test_top1"].astype(float)
+    low = models["test_top1_low"].astype(float).fillna(top1)
+    high = models["test_top1_high"].astype(float).fillna(top1)
+    return [(top1 - low).clip(lower=0).tolist(), (high - top1).clip(lower=0).tolist()]
 
 
 def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
@@ -26,8 +38,11 @@ def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
         models = report.models[report.models["kind"] == kind]
         if len(models):
             color, marker = STYLES[kind]
-            x, y = models["num_labels"].tolist(), models["test_top1"].tolist()
-            axes.plot(x, y, color=color, marker=marker, label=METHOD_NAMES[kind])
+            x = [labels * OFFSETS[kind] for labels in models["num_labels"].tolist()]
+            y = models["test_top1"].tolist()
+            axes.errorbar(
+                x, y, yerr=error_bars(models), color=color, marker=marker, capsize=3, label=METHOD_NAMES[kind]
+            )
     probe = report.encoder.linear_probe_top1 if report.encoder else None
     if probe is not None:
         axes.axhline(probe, color="tab:green", linestyle="--", label="Pretrained encoder, linear probe")
@@ -37,7 +52,7 @@ def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
     axes.set_xticks([labels for _, labels in report.budgets])
     axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes.set_xlabel("Number of labeled images (log scale)")
-    axes.set_ylabel("Top-1 test accuracy")
+    axes.set_ylabel("Top-1 test accuracy (bars: 95% interval)")
     axes.set_title("Accuracy against number of labels")
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="best")

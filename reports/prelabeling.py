@@ -29,14 +29,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.manifest import split_instance
-from reports.inputs import records
+from reports.inputs import TEST_PREDICTIONS, read_predictions, records
+from reports.statistics import wilson_interval
 from reports.tables import METHOD_NAMES, Table, budget, count, percent
 
 PREDICT = "predict"  # the predict stage's instance name among the report's inputs
-TEST_PREDICTIONS = "test_predictions.csv"
 PRELABELS_PARQUET, PRELABELS_CSV = "prelabels.parquet", "prelabels.csv"
 DEFAULT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
-Z_95 = 1.959963984540054  # the standard normal quantile of 0.975: a two-sided 95% interval
 TABLE_COLUMNS = [
     "threshold",
     "test_count",  # test images with confidence >= threshold
@@ -52,22 +51,6 @@ CSV_COLUMNS = ["model", "target_accuracy", "chosen", *TABLE_COLUMNS, "num_test",
 
 
 # --- the numbers ----------------------------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion (95% by default); (0, 1) without trials. Unlike the
-    normal approximation it stays inside [0, 1] and is honest for proportions near 0 or 1 and small samples."""
-    if not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
-    if trials == 0:
-        return 0.0, 1.0
-    p, z2 = successes / trials, z * z
-    denominator = 1 + z2 / trials
-    center = (p + z2 / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denominator
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == trials else min(1.0, center + half)
-    return low, high
 
 
 def confidence_table(
@@ -148,12 +131,7 @@ def read_test_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, correct) of every test image, from `test_predictions.csv`."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: rerun the predict stage (simclrv2 run --force predict)")
-    table = pd.read_csv(
-        path,
-        usecols=["label", "predicted", "confidence"],
-        dtype={"label": str, "predicted": str},
-        keep_default_na=False,  # a class named "NA" or "None" stays a name
-    )
+    table = read_predictions(path)
     correct = (table["label"] == table["predicted"]).to_numpy()
     return table["confidence"].to_numpy(np.float32), correct
 

@@ -1,11 +1,13 @@
 """The report's tables and how each kind of number in them is written, so the same metric reads the same in the
-Markdown page, the HTML page and the plot: accuracy per budget, labels and money saved, compute cost."""
+Markdown page, the HTML page and the plot: accuracy per budget (with 95% intervals), labels and money saved (claimed
+only for a significant improvement), each distilled student against its teacher, compute cost."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pipeline.manifest import split_instance
+from reports.comparisons import BETTER, DIFFERENT_IMAGES, NO_PREDICTIONS, NOT_SIGNIFICANT, WORSE
 from reports.compute_cost import TOTAL
 from reports.inputs import KINDS, records
 from reports.label_budget import LabelBudgetReport
@@ -24,6 +26,8 @@ STAGE_NAMES = {
     "select": "Choosing the images to label next",
 }
 DEVICE_NAMES = {"cuda": "GPU", "cpu": "CPU machine"}
+NO_SAME_BUDGET_BASELINE = "no baseline with the same labels"
+NO_TEACHER = "no teacher among the inputs"
 
 # --- numbers: one function per kind, so the same metric reads the same everywhere ---------------------------------
 
@@ -42,6 +46,50 @@ def money(amount: float | None, currency: str) -> str:
     # Cents would round a stage's few seconds of compute to 0.00: amounts under a cent keep four decimals.
     decimals = 2 if amount == 0 or abs(amount) >= 0.01 else 4
     return f"{amount:,.{decimals}f} {currency}"
+
+
+def interval(low: float | None, high: float | None) -> str:
+    """A 95% interval of an accuracy, in percent: "[50.6–59.3]"; "" when there is none."""
+    return "" if low is None or high is None else f"[{100 * low:.1f}–{100 * high:.1f}]"
+
+
+def accuracy(top1: float | None, low: float | None = None, high: float | None = None) -> str:
+    """An accuracy with its 95% interval: "55.0% [50.6–59.3]" (without an interval: "55.0%")."""
+    if top1 is None:
+        return MISSING
+    bounds = interval(low, high)
+    return f"{percent(top1)} {bounds}" if bounds else percent(top1)
+
+
+def difference(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    """A difference of two accuracies in percentage points, with its 95% interval when it was tested:
+    "+15.0 points [+10.6, +19.3]"."""
+    if value is None:
+        return MISSING
+    text = f"{100 * value:+.1f} points"
+    return text if low is None or high is None else f"{text} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def p_value(p: float) -> str:
+    """ "p < 0.001", "p = 0.0386" (three digits below 0.1, so 0.0496 never reads as 0.05), "p = 0.21"."""
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3g}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def significance(comparison: str | None, p: float | None, first: str, second: str, nothing: str) -> str:
+    """The verdict of `first` against `second` (reports.comparisons) in words, with its p-value when tested."""
+    if comparison == BETTER and p is not None:
+        return f"{first} significantly better ({p_value(p)})"
+    if comparison == WORSE and p is not None:
+        return f"{second} significantly better ({p_value(p)})"
+    if comparison == NOT_SIGNIFICANT and p is not None:
+        return f"no significant difference ({p_value(p)})"
+    if comparison == NO_PREDICTIONS:
+        return "not tested (no per-image predictions)"
+    if comparison == DIFFERENT_IMAGES:
+        return "not tested (different test images)"
+    return nothing
 
 
 def budget(name: str) -> str:
@@ -95,7 +143,8 @@ class Table:
 
 
 def accuracy_table(report: LabelBudgetReport) -> Table:
-    """One row per budget: labels, their cost, top-1 and top-5 of each method (— where a method did not run)."""
+    """One row per budget: labels, their cost, top-1 (with its 95% interval) and top-5 of each method (— where a
+    method did not run)."""
     headers = ["Budget", "Labels", "Label cost"]
     headers += [f"{METHOD_NAMES[kind]} {metric}" for kind in KINDS for metric in ("top-1", "top-5")]
     models = {(model["kind"], model["budget"]): model for model in records(report.models)}
@@ -104,27 +153,68 @@ def accuracy_table(report: LabelBudgetReport) -> Table:
         row = [budget(name), count(labels), money(report.label_cost(labels), report.settings.currency)]
         for kind in KINDS:
             model = models.get((kind, name))
-            row += [percent(model["test_top1"]), percent(model["test_top5"])] if model else [MISSING, MISSING]
+            if model is None:
+                row += [MISSING, MISSING]
+                continue
+            row += [accuracy(model["test_top1"], model["test_top1_low"], model["test_top1_high"])]
+            row += [percent(model["test_top5"])]
         rows.append(row)
     return Table(headers, rows, [False] + [True] * (len(headers) - 1))
 
 
 def savings_table(report: LabelBudgetReport) -> Table:
-    """One row per SimCLRv2 model: the labels the baseline needs for its top-1, and the labels and money saved."""
-    headers = ["Model", "Budget", "Labels used", "Top-1", "Supervised baseline needs", "Labels saved", "Money saved"]
+    """One row per SimCLRv2 model: its difference from the baseline with the same labels and whether it is
+    significant; only where it is significantly better, the labels the baseline needs for its top-1, and the labels,
+    money and net amount saved."""
+    headers = [
+        "Model",
+        "Budget",
+        "Labels used",
+        "Top-1",
+        "Against the baseline (same labels)",
+        "Significance",
+        "Supervised baseline needs",
+        "Labels saved",
+        "Money saved",
+        "Net saving",
+    ]
+    currency, rows = report.settings.currency, []
+    for model in records(report.savings):
+        supported = model["comparison"] == BETTER
+        needed = labels_needed_text(model["labels_needed_kind"], model["baseline_labels_needed"])
+        rows.append(
+            [
+                METHOD_NAMES[model["kind"]],
+                budget(model["budget"]),
+                count(model["num_labels"]),
+                accuracy(model["test_top1"], model["test_top1_low"], model["test_top1_high"]),
+                difference(model["difference"], model["difference_low"], model["difference_high"]),
+                significance(model["comparison"], model["p_value"], "SimCLRv2", "baseline", NO_SAME_BUDGET_BASELINE),
+                needed if supported else MISSING,
+                count(model["labels_saved"]),
+                money(model["money_saved"], currency),
+                money(model["net_saving"], currency),
+            ]
+        )
+    return Table(headers, rows, [False, False] + [True] * 3 + [False] + [True] * 4)
+
+
+def teacher_table(report: LabelBudgetReport) -> Table:
+    """One row per distilled student: its top-1 and its teacher's (the fine-tuned model with the same labels), the
+    difference and whether it is significant."""
+    headers = ["Budget", "Labels", "Student top-1", "Teacher top-1", "Student minus teacher", "Significance"]
     rows = [
         [
-            METHOD_NAMES[model["kind"]],
             budget(model["budget"]),
             count(model["num_labels"]),
-            percent(model["test_top1"]),
-            labels_needed_text(model["labels_needed_kind"], model["baseline_labels_needed"]),
-            count(model["labels_saved"]),
-            money(model["money_saved"], report.settings.currency),
+            accuracy(model["test_top1"], model["test_top1_low"], model["test_top1_high"]),
+            accuracy(model["teacher_test_top1"], model["teacher_test_top1_low"], model["teacher_test_top1_high"]),
+            difference(model["teacher_difference"], model["teacher_difference_low"], model["teacher_difference_high"]),
+            significance(model["teacher_comparison"], model["teacher_p_value"], "student", "teacher", NO_TEACHER),
         ]
-        for model in records(report.savings)
+        for model in records(report.students)
     ]
-    return Table(headers, rows, [False, False, True, True, True, True, True])
+    return Table(headers, rows, [False] + [True] * 4 + [False])
 
 
 def compute_table(report: LabelBudgetReport) -> Table:

@@ -3,9 +3,8 @@ from pathlib import Path
 import pytest
 
 from reports import build_report
-from reports.inputs import read_manifests
-from reports.label_budget import LabelBudgetReport, assemble
-from tests.reports.report_fixtures import SETTINGS, make_run
+from reports.label_budget import LabelBudgetReport
+from tests.reports.report_fixtures import SETTINGS, make_run, report_of
 
 
 @pytest.fixture
@@ -15,7 +14,7 @@ def stage_dirs(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture
 def report(stage_dirs: dict[str, Path]) -> LabelBudgetReport:
-    return assemble(read_manifests(stage_dirs), SETTINGS)
+    return report_of(stage_dirs)
 
 
 @pytest.fixture

@@ -13,12 +13,27 @@ from pathlib import Path
 import pytest
 
 from reports import build_report
-from reports.tables import METHOD_NAMES, budget, count, device_hours, duration, money, percent, stage_label
-from tests.reports.report_fixtures import CLASSIFIERS, SETTINGS, html_cells, make_run, markdown_cells, read_csv
-
-HEADLINE = (
-    "With 20 labels the distilled model reaches 55.0%; supervised training needs about 113 labels for that "
-    "(93 more, 23.25 EUR)."
+from reports.tables import (
+    METHOD_NAMES,
+    accuracy,
+    budget,
+    count,
+    device_hours,
+    difference,
+    duration,
+    money,
+    percent,
+    significance,
+    stage_label,
+)
+from tests.reports.report_fixtures import (
+    CLASSIFIERS,
+    HEADLINE,
+    SETTINGS,
+    html_cells,
+    make_run,
+    markdown_cells,
+    read_csv,
 )
 
 
@@ -51,6 +66,20 @@ def optional(text: str, show: Callable[[str], str]) -> str:
     return "—" if text == "" else show(text)
 
 
+def number(text: str) -> float | None:
+    return None if text == "" else float(text)
+
+
+def accuracy_cell(row: dict[str, str], prefix: str = "") -> str:
+    top1, low, high = (number(row[f"{prefix}test_top1{end}"]) for end in ("", "_low", "_high"))
+    return accuracy(top1, low, high)
+
+
+def difference_cell(row: dict[str, str], prefix: str = "") -> str:
+    value, low, high = (number(row[f"{prefix}difference{end}"]) for end in ("", "_low", "_high"))
+    return difference(value, low, high)
+
+
 def expected_tables(out: Path) -> list[list[str]]:
     """The cells the three tables must show, built from the CSV rows alone: each number where its metric belongs."""
     rows = [row for row in read_csv(out / "report.csv") if row["kind"] in METHOD_NAMES]
@@ -61,14 +90,23 @@ def expected_tables(out: Path) -> list[list[str]]:
         accuracy += [budget(name), count(int(first["num_labels"])), money(float(first["label_cost"]), "EUR")]
         for kind in METHOD_NAMES:
             row = by_stage.get(f"{kind}[{name}]")
-            accuracy += [percent(float(row["test_top1"])), percent(float(row["test_top5"]))] if row else ["—", "—"]
-    saved = []
+            accuracy += [accuracy_cell(row), percent(float(row["test_top5"]))] if row else ["—", "—"]
+    saved, teacher = [], []
     for row in rows:
         if row["kind"] != "baseline":
             saved += [METHOD_NAMES[row["kind"]], budget(row["budget"]), count(int(row["num_labels"]))]
-            saved += [percent(float(row["test_top1"])), needed_cell(row)]
+            saved += [accuracy_cell(row), difference_cell(row)]
+            p = number(row["p_value"])
+            saved += [significance(row["comparison"], p, "SimCLRv2", "baseline", "no baseline with the same labels")]
+            saved += [needed_cell(row) if row["comparison"] == "better" else "—"]
             saved += [optional(row["labels_saved"], lambda text: count(int(text)))]
             saved += [optional(row["money_saved"], lambda text: money(float(text), "EUR"))]
+            saved += [optional(row["net_saving"], lambda text: money(float(text), "EUR"))]
+        if row["kind"] == "distill":
+            teacher += [budget(row["budget"]), count(int(row["num_labels"]))]
+            teacher += [accuracy_cell(row), accuracy_cell(row, "teacher_"), difference_cell(row, "teacher_")]
+            p = number(row["teacher_p_value"])
+            teacher += [significance(row["teacher_comparison"], p, "student", "teacher", "no teacher among the inputs")]
     compute = []
     for row in read_csv(out / "report_compute.csv"):
         total = row["stage"] == "total"
@@ -80,7 +118,7 @@ def expected_tables(out: Path) -> list[list[str]]:
             device_hours(float(row["device_hours"])),
             money(float(row["compute_cost"]), "EUR"),
         ]
-    return [accuracy, saved, compute]
+    return [accuracy, saved, teacher, compute]
 
 
 @pytest.mark.parametrize("page", ["md", "html"])
@@ -95,13 +133,16 @@ def test_known_numbers_in_the_pages(built, page):
     out, _ = built
     text = unescape((out / f"report.{page}").read_text())
     for shown in [
-        "55.0%",  # distilled, 20 labels
+        "55.0% [50.6–59.3]",  # distilled, 20 labels: 275 of 500 right, with its Wilson interval
         "about 64",  # fine-tuned at 20 labels: sqrt(20 x 200) = 63.2, rounded up
-        "beyond the measured range (> 2,000 labels)",
-        "at most 20 labels",
+        "beyond the measured range (> 2,000 labels)",  # fine-tuned at 10%: significantly better, but no estimate
+        "baseline significantly better (p < 0.001)",  # distilled at 10%: 35% against 60%
         "23.25 EUR",  # 93 labels saved x 0.25
-        "linear probe 90.0%",
-        "nearest neighbours (kNN) 88.0%",
+        "13.24 EUR",  # net: 23.25 - (10 + 0.0625 + 0.5 - 0.5556)
+        "student significantly better (p < 0.001)",  # 55% against its teacher's 50%
+        "linear probe 90.0% [87.1–92.3]",
+        "nearest neighbours (kNN) 88.0% [84.9–90.6]",
+        "about ±4.4 points",  # 1.96 x sqrt(0.25 / 500)
         "all 2,000 training labels",
         "One label costs 0.25 EUR",
         "costs 2.50 EUR",  # per device-hour
@@ -115,8 +156,12 @@ def test_missing_stages_leave_gaps_not_errors(tmp_path):
     classifiers = {name: v for name, v in CLASSIFIERS.items() if name.startswith(("baseline", "finetune"))}
     out = tmp_path / "report"
     metrics = build_report(make_run(tmp_path / "run", classifiers, evaluate=False), out, SETTINGS)
-    assert metrics["headline"].startswith("With 20 labels the fine-tuned model reaches 50.0%; ")
-    assert "Pretrained encoder alone" not in (out / "report.md").read_text()
+    assert metrics["headline"].startswith(
+        "With 20 labels the fine-tuned model reaches 50.0% [45.6–54.4], significantly better than the supervised "
+    )
+    assert metrics["headline"].endswith("net of the extra compute (9.51 EUR), that saves 1.49 EUR.")
+    text = (out / "report.md").read_text()
+    assert "Pretrained encoder alone" not in text and "Distilled student against its teacher" not in text
     assert [row["kind"] for row in read_csv(out / "report.csv")].count("distill") == 0
 
 

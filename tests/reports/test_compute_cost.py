@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from reports.compute_cost import TOTAL, compute_costs
+from reports.compute_cost import TOTAL, compute_costs, extra_compute_cost
 from reports.inputs import STAGE_COLUMNS, records
 
 
@@ -46,3 +46,18 @@ def test_costs_in_pipeline_order_and_total():
     assert total["device_hours"] == pytest.approx(1 + 0.4 + 0.1 + 0.01)
     assert total["compute_cost"] == pytest.approx(3.0 * 1.51)
     assert (total["device"], total["processes"], total["machines"], total["devices"]) == ("", None, None, None)
+
+
+def test_extra_compute_of_the_simclr_route_over_the_baseline():
+    table = stages(
+        ("pretrain", 3600.0, "cuda", 4, 1),  # 4 device-hours: 8.00 at 2.00
+        ("baseline[b]", 1800.0, "cuda", 1, 1),  # 0.5 h: 1.00
+        ("finetune[b]", 900.0, "cuda", 2, 1),  # 0.5 h: 1.00
+        ("distill[b]", 3600.0, "cuda", 1, 1),  # 1 h: 2.00
+    )
+    costs = compute_costs(table, device_hour_price=2.0)
+    assert extra_compute_cost(costs, "finetune", "b") == pytest.approx(8.0 + 1.0 - 1.0)
+    assert extra_compute_cost(costs, "distill", "b") == pytest.approx(8.0 + 1.0 + 2.0 - 1.0)
+    assert extra_compute_cost(costs, "finetune", "other") is None  # its stages are not among the inputs
+    without_pretraining = compute_costs(table[table["stage"] != "pretrain"], device_hour_price=2.0)
+    assert extra_compute_cost(without_pretraining, "finetune", "b") is None

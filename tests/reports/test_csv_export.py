@@ -4,7 +4,10 @@ import json
 
 import pytest
 
-from tests.reports.report_fixtures import CLASSIFIERS, MODELS_IN_REPORT_ORDER, SETTINGS, read_csv
+from reports import build_report
+from reports.csv_export import REPORT_CSV_COLUMNS
+from reports.statistics import wilson_interval
+from tests.reports.report_fixtures import CLASSIFIERS, MODELS_IN_REPORT_ORDER, SETTINGS, make_run, read_csv
 
 
 def number(text: str) -> float | None:
@@ -56,3 +59,48 @@ def test_compute_csv(built):
     stages = [row for name, row in rows.items() if name != "total"]
     assert float(rows["total"]["compute_cost"]) == pytest.approx(sum(float(row["compute_cost"]) for row in stages))
     assert metrics["total_compute_cost"] == pytest.approx(float(rows["total"]["compute_cost"]))
+
+
+def test_csv_columns(built):
+    out, _ = built
+    with (out / "report.csv").open() as file:
+        assert file.readline().strip().split(",") == REPORT_CSV_COLUMNS
+
+
+def test_csv_intervals_of_every_accuracy(built):
+    out, _ = built
+    for row in read_csv(out / "report.csv"):
+        right = round(float(row["test_top1"]) * int(row["num_test"]))
+        assert (float(row["test_top1_low"]), float(row["test_top1_high"])) == wilson_interval(right, 500)
+    student = {row["stage"]: row for row in read_csv(out / "report.csv")}["distill[20labels]"]
+    assert float(student["teacher_test_top1"]) == 0.5
+    assert (float(student["teacher_test_top1_low"]), float(student["teacher_test_top1_high"])) == wilson_interval(
+        250, 500
+    )
+
+
+def test_csv_comparisons_and_net_saving(built):
+    out, _ = built
+    rows = {row["stage"]: row for row in read_csv(out / "report.csv")}
+    finetune = rows["finetune[20labels]"]
+    assert (finetune["compared_with"], finetune["comparison"]) == ("baseline[20labels]", "better")
+    assert float(finetune["p_value"]) == 2 / 2**50
+    assert float(finetune["difference_low"]) < float(finetune["difference"]) == pytest.approx(0.1)
+    assert float(finetune["extra_compute_cost"]) == pytest.approx(10 + 0.0625 - 5 / 9)
+    assert float(finetune["net_saving"]) == pytest.approx(11.0 - (10 + 0.0625 - 5 / 9))
+    student = rows["distill[10pct]"]
+    assert (student["comparison"], student["teacher_comparison"]) == ("worse", "worse")
+    assert (student["labels_saved"], student["money_saved"], student["net_saving"]) == ("", "", "")
+    assert float(student["extra_compute_cost"]) == pytest.approx(10 + 10 + 0.5 - 0.25)
+    baseline = rows["baseline[20labels]"]
+    assert all(baseline[column] == "" for column in ("comparison", "p_value", "net_saving", "teacher_comparison"))
+
+
+def test_csv_without_predictions(tmp_path):
+    out = tmp_path / "report"
+    build_report(make_run(tmp_path / "run", predictions=False), out, SETTINGS)
+    for row in read_csv(out / "report.csv"):
+        if row["kind"] in ("finetune", "distill"):
+            assert row["comparison"] == "not_tested_no_predictions"
+            assert (row["p_value"], row["difference_low"], row["labels_saved"], row["net_saving"]) == ("",) * 4
+            assert row["difference"] != ""  # the recorded top-1s still differ by a number

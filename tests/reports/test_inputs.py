@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from reports import ReportSettings
-from reports.inputs import EncoderResult, encoder_result, model_table, read_manifests, records, stage_table
+from reports.inputs import (
+    EncoderResult,
+    encoder_result,
+    model_predictions,
+    model_table,
+    read_manifests,
+    records,
+    stage_table,
+)
 from tests.reports.report_fixtures import CLASSIFIERS, MODELS_IN_REPORT_ORDER, make_run
 
 
@@ -65,3 +73,23 @@ def test_records_are_plain_python_with_none_for_gaps():
     assert rows == [{"labels": 20, "top1": 0.5, "kind": "finetune"}, {"labels": None, "top1": None, "kind": None}]
     assert type(rows[0]["labels"]) is int  # not a numpy scalar: JSON takes it
     json.dumps(rows)
+
+
+def test_model_predictions_are_right_or_wrong_per_image(stage_dirs):
+    correct = model_predictions(stage_dirs)
+    assert sorted(correct) == sorted(CLASSIFIERS)  # every classifier; not the predict stage or evaluate
+    finetune = correct["finetune[20labels]"]
+    assert finetune.index.tolist()[:3] == ["t0", "t1", "t2"] and finetune.dtype == bool
+    assert int(finetune.sum()) == 250  # a class named "NA" is a name, not a missing value: label == predicted holds
+
+
+def test_model_predictions_skip_models_without_the_file(tmp_path):
+    dirs = make_run(tmp_path, predictions={"distill[10pct]": None})
+    assert "distill[10pct]" not in model_predictions(dirs) and "distill[20labels]" in model_predictions(dirs)
+    assert model_predictions(make_run(tmp_path / "older", predictions=False)) == {}
+
+
+def test_the_teacher_top1_of_a_student(manifests):
+    models = {row["stage"]: row for row in records(model_table(manifests))}
+    assert models["distill[20labels]"]["teacher_test_top1"] == 0.5
+    assert models["finetune[20labels]"]["teacher_test_top1"] is None

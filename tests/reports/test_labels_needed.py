@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from reports.inputs import model_table, read_manifests, records
+from reports.comparisons import BETTER, NOT_SIGNIFICANT
+from reports.compute_cost import compute_costs
+from reports.inputs import model_table, read_manifests, records, stage_table
 from reports.labels_needed import (
     AT_MOST,
     BEYOND,
@@ -88,8 +90,28 @@ def test_saving_of_an_estimate_in_labels_and_money():
         "labels_needed_kind": INTERPOLATED,
         "labels_saved": 44,
         "money_saved": 11.0,
+        "extra_compute_cost": None,
+        "net_saving": None,  # the extra compute is not known
     }
     assert saving(200, 0.5, [(20, 0.4), (200, 0.6)], 0.25)["labels_saved"] == -136  # the baseline needs fewer
+
+
+def test_net_saving_is_money_saved_minus_the_extra_compute():
+    claimed = saving(20, 0.5, [(20, 0.4), (200, 0.6)], 0.25, extra_compute=9.5)
+    assert (claimed["money_saved"], claimed["extra_compute_cost"], claimed["net_saving"]) == (11.0, 9.5, 1.5)
+    assert saving(20, 0.5, [(20, 0.4), (200, 0.6)], 0.25, extra_compute=12.0)["net_saving"] == -1.0
+
+
+def test_a_difference_that_is_not_significant_claims_no_saving():
+    unsupported = saving(20, 0.5, [(20, 0.4), (200, 0.6)], 0.25, significant=False, extra_compute=9.5)
+    assert unsupported == {
+        "baseline_labels_needed": 64,  # where the curve puts it, for the record
+        "labels_needed_kind": INTERPOLATED,
+        "labels_saved": None,
+        "money_saved": None,
+        "extra_compute_cost": 9.5,
+        "net_saving": None,
+    }
 
 
 def test_a_bound_claims_no_saving():
@@ -99,20 +121,35 @@ def test_a_bound_claims_no_saving():
             "labels_needed_kind": kind,
             "labels_saved": None,
             "money_saved": None,
+            "extra_compute_cost": None,
+            "net_saving": None,
         }
 
 
-def test_savings_of_every_simclr_model_and_none_for_the_baseline(stage_dirs):
-    rows = {row["stage"]: row for row in records(with_savings(model_table(read_manifests(stage_dirs)), 0.25))}
-    expected = {  # stage: (needed, kind, labels saved, money saved); the fixture's comment derives them
-        "finetune[20labels]": (64, INTERPOLATED, 44, 11.0),
-        "distill[20labels]": (113, INTERPOLATED, 93, 23.25),
-        "finetune[10pct]": (2000, BEYOND, None, None),
-        "distill[10pct]": (20, AT_MOST, None, None),
-        "baseline[20labels]": (None, None, None, None),
+def test_savings_of_every_simclr_model_and_none_for_the_baseline(report):
+    rows = {row["stage"]: row for row in records(report.models)}
+    expected = {  # stage: (needed, kind, labels saved, money saved, net); the fixture's comment derives them
+        "finetune[20labels]": (64, INTERPOLATED, 44, 11.0, 11.0 - (10 + 0.0625 - 5 / 9)),
+        "distill[20labels]": (113, INTERPOLATED, 93, 23.25, 23.25 - (10 + 0.0625 + 0.5 - 5 / 9)),
+        "finetune[10pct]": (2000, BEYOND, None, None, None),
+        "distill[10pct]": (20, AT_MOST, None, None, None),
+        "baseline[20labels]": (None, None, None, None, None),
     }
-    for stage, numbers in expected.items():
+    for stage, (needed, kind, saved, money, net) in expected.items():
         row = rows[stage]
-        assert (row["baseline_labels_needed"], row["labels_needed_kind"], row["labels_saved"], row["money_saved"]) == (
-            numbers
-        )
+        assert (row["baseline_labels_needed"], row["labels_needed_kind"], row["labels_saved"]) == (needed, kind, saved)
+        assert row["money_saved"] == pytest.approx(money)
+        assert row["net_saving"] == pytest.approx(net)
+
+
+def test_with_savings_claims_only_significant_improvements(stage_dirs):
+    manifests = read_manifests(stage_dirs)
+    models = model_table(manifests)
+    models["comparison"] = [BETTER if stage == "distill[20labels]" else NOT_SIGNIFICANT for stage in models["stage"]]
+    costs = compute_costs(stage_table(manifests), 2.5)
+    rows = {row["stage"]: row for row in records(with_savings(models, 0.25, costs))}
+    assert (rows["distill[20labels]"]["labels_saved"], rows["distill[20labels]"]["money_saved"]) == (93, 23.25)
+    finetune = rows["finetune[20labels]"]  # the same curve puts its need at 64 labels: not claimed
+    assert (finetune["baseline_labels_needed"], finetune["labels_saved"], finetune["money_saved"]) == (64, None, None)
+    assert finetune["net_saving"] is None
+    assert finetune["extra_compute_cost"] == pytest.approx(10 + 0.0625 - 5 / 9)  # still recorded

@@ -17,23 +17,10 @@ from reports.prelabeling import (
     confidence_table,
     prelabel_headline,
     read_prelabeling,
-    wilson_interval,
 )
+from reports.statistics import wilson_interval
 from reports.tables import count, percent
 from tests.reports.report_fixtures import PREDICT_HEADLINE, SETTINGS, html_cells, make_run, markdown_cells, read_csv
-
-
-@pytest.mark.parametrize(
-    ("successes", "trials", "low", "high"),
-    [  # scipy.stats.binomtest(k, n).proportion_ci(0.95, "wilson")
-        (9, 10, 0.5958499732047615, 0.9821237869049271),
-        (100, 100, 0.9630065017930143, 1.0),
-        (145, 160, 0.8510879733686995, 0.9423619930544526),
-        (0, 5, 0.0, 0.43448246478317476),
-    ],
-)
-def test_wilson_interval(successes, trials, low, high):
-    assert wilson_interval(successes, trials) == pytest.approx((low, high), abs=1e-12)
 
 
 def test_confidence_table_on_a_hand_made_example():
@@ -174,8 +161,8 @@ def test_the_section_in_the_pages_csv_and_metrics(predict_run, tmp_path, page):
     assert metrics["prelabeling"][3]["test_accuracy_low"] == pytest.approx(0.9630065017930143)
     text = (out / f"report.{page}").read_text()
     tables = markdown_cells(text) if page == "md" else html_cells(text)
-    assert tables[2] == expected_cells(rows)  # accuracy, savings, pre-labels, compute
-    assert "Pre-labeling the unlabeled images" in tables[3]  # the predict stage's compute cost
+    assert tables[3] == expected_cells(rows)  # accuracy, savings, student and teacher, pre-labels, compute
+    assert "Pre-labeling the unlabeled images" in tables[4]  # the predict stage's compute cost
     text = unescape(text)
     assert "Pre-labels for the unlabeled images" in text
     assert text.count(PREDICT_HEADLINE) == 2  # at the top and in its section

@@ -2,8 +2,22 @@
 
 import pytest
 
+from reports.comparisons import BETTER, DIFFERENT_IMAGES, NO_PREDICTIONS, NOT_SIGNIFICANT, NOTHING_TO_COMPARE, WORSE
 from reports.labels_needed import AT_MOST, BEYOND, INTERPOLATED, NO_BASELINE
-from reports.tables import MISSING, budget, count, duration, labels_needed_text, money, percent, stage_label
+from reports.tables import (
+    MISSING,
+    accuracy,
+    budget,
+    count,
+    difference,
+    duration,
+    labels_needed_text,
+    money,
+    p_value,
+    percent,
+    significance,
+    stage_label,
+)
 
 
 def test_percent_and_count():
@@ -43,3 +57,33 @@ def test_labels_needed_wording():
 def test_stage_label():
     assert stage_label("finetune[12p5pct]") == "Fine-tuning (12.5%)"
     assert stage_label("pretrain") == "Pretraining on unlabeled images"
+
+
+def test_accuracy_with_its_interval():
+    assert accuracy(228 / 360, 0.5823898, 0.6814614) == "63.3% [58.2–68.1]"
+    assert accuracy(0.5) == "50.0%"  # no interval (no num_test)
+    assert accuracy(None) == MISSING
+
+
+def test_difference_in_points():
+    assert difference(0.0333, -0.0143, 0.0807) == "+3.3 points [-1.4, +8.1]"
+    assert difference(-0.25) == "-25.0 points"  # not tested: no interval
+    assert difference(None) == MISSING
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"),
+    [(0.2067, "p = 0.21"), (0.0496, "p = 0.0496"), (0.0525, "p = 0.0525"), (0.0012, "p = 0.0012"), (1e-9, "p < 0.001")],
+)
+def test_p_values_never_round_across_the_significance_level(p, shown):
+    assert p_value(p) == shown
+
+
+def test_significance_wording():
+    words = ("SimCLRv2", "baseline", "no baseline with the same labels")
+    assert significance(BETTER, 0.01, *words) == "SimCLRv2 significantly better (p = 0.01)"
+    assert significance(WORSE, 1e-5, *words) == "baseline significantly better (p < 0.001)"
+    assert significance(NOT_SIGNIFICANT, 0.2067, *words) == "no significant difference (p = 0.21)"
+    assert significance(NO_PREDICTIONS, None, *words) == "not tested (no per-image predictions)"
+    assert significance(DIFFERENT_IMAGES, None, *words) == "not tested (different test images)"
+    assert significance(NOTHING_TO_COMPARE, None, *words) == "no baseline with the same labels"
