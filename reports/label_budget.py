@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from pipeline.manifest import split_instance
 from reports.comparisons import with_comparisons
 from reports.compute_cost import compute_costs
 from reports.inputs import EncoderResult, ReportSettings, encoder_result, model_table, stage_table
 from reports.labels_needed import SIMCLR_KINDS, baseline_points, is_monotone, with_savings
+from reports.seeds import require_every_seed
 
 if TYPE_CHECKING:  # reports.prelabeling formats its section with reports.tables, which imports this module
     from reports.prelabeling import Prelabeling
@@ -71,9 +73,11 @@ def assemble(
 ) -> LabelBudgetReport:
     """`predictions`: inputs.model_predictions, the per-image right/wrong of the models that have them; without them
     (None, or a model missing) no difference is tested and no saving claimed."""
-    subsets = manifests.get("subsets", {}).get("metrics", {})
+    subsets = next(  # with several subset seeds, subsets[s0] ...: they describe the same training images
+        (m["metrics"] for name, m in manifests.items() if split_instance(name)[0] == "subsets"), {}
+    )
     compute = compute_costs(stage_table(manifests), settings.device_hour_price)
-    models = with_comparisons(model_table(manifests), predictions or {})
+    models = require_every_seed(with_comparisons(model_table(manifests), predictions or {}))
     return LabelBudgetReport(
         settings=settings,
         models=with_savings(models, settings.cost_per_label, compute),

@@ -92,7 +92,8 @@ def labels_needed(points: Sequence[Point], accuracy: float) -> LabelsNeeded:
 def baseline_points(models: pd.DataFrame) -> list[Point]:
     """(labels, top-1) of the supervised baseline at each measured budget: the curve "labels needed" is read from."""
     baseline = models[models["kind"] == "baseline"]
-    return list(zip(baseline["num_labels"].tolist(), baseline["test_top1"].tolist(), strict=True))
+    mean = baseline.groupby("num_labels", sort=True)["test_top1"].mean()  # several subset seeds: their mean
+    return list(zip(mean.index.tolist(), mean.tolist(), strict=True))
 
 
 def saving(

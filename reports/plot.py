@@ -1,5 +1,6 @@
 """The plot: top-1 accuracy against number of labels (log axis), one line per method with the 95% interval of each
-point as an error bar, the linear probe as a dashed line."""
+point as an error bar (with several subset seeds: their mean, and one standard deviation as the bar), the linear
+probe as a dashed line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 
 from reports.inputs import KINDS
 from reports.label_budget import LabelBudgetReport
+from reports.seeds import seed_summary
 from reports.tables import METHOD_NAMES, count
 
 STYLES = {"baseline": ("tab:gray", "s"), "finetune": ("tab:blue", "o"), "distill": ("tab:orange", "^")}
@@ -34,15 +36,18 @@ def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
     from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    summary = seed_summary(report.models)  # several subset seeds: their mean, bars one standard deviation
     for kind in KINDS:
-        models = report.models[report.models["kind"] == kind]
+        if summary is not None:
+            models = summary[summary["kind"] == kind].sort_values("num_labels", kind="stable")
+            y, bars = models["mean_top1"].tolist(), models["sd_top1"].tolist()
+        else:
+            models = report.models[report.models["kind"] == kind]
+            y, bars = models["test_top1"].tolist(), error_bars(models)
         if len(models):
             color, marker = STYLES[kind]
             x = [labels * OFFSETS[kind] for labels in models["num_labels"].tolist()]
-            y = models["test_top1"].tolist()
-            axes.errorbar(
-                x, y, yerr=error_bars(models), color=color, marker=marker, capsize=3, label=METHOD_NAMES[kind]
-            )
+            axes.errorbar(x, y, yerr=bars, color=color, marker=marker, capsize=3, label=METHOD_NAMES[kind])
     probe = report.encoder.linear_probe_top1 if report.encoder else None
     if probe is not None:
         axes.axhline(probe, color="tab:green", linestyle="--", label="Pretrained encoder, linear probe")
@@ -52,7 +57,8 @@ def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
     axes.set_xticks([labels for _, labels in report.budgets])
     axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     axes.set_xlabel("Number of labeled images (log scale)")
-    axes.set_ylabel("Top-1 test accuracy (bars: 95% interval)")
+    bars = "one standard deviation over the subset seeds" if summary is not None else "95% interval"
+    axes.set_ylabel(f"Top-1 test accuracy (bars: {bars})")
     axes.set_title("Accuracy against number of labels")
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="best")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.manifest import split_instance
+import pandas as pd
+
+from pipeline.manifest import split_instance, split_replicate
 from reports.comparisons import BETTER, DIFFERENT_IMAGES, NO_PREDICTIONS, NOT_SIGNIFICANT, WORSE
 from reports.compute_cost import TOTAL
 from reports.inputs import KINDS, records
 from reports.label_budget import LabelBudgetReport
 from reports.labels_needed import AT_MOST, BEYOND, INTERPOLATED
+from reports.seeds import NOT_EVERY_SEED
 
 MISSING = "—"  # a model or number this run did not produce
 METHOD_NAMES = {"baseline": "Supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
@@ -89,11 +92,17 @@ def significance(comparison: str | None, p: float | None, first: str, second: st
         return "not tested (no per-image predictions)"
     if comparison == DIFFERENT_IMAGES:
         return "not tested (different test images)"
+    if comparison == NOT_EVERY_SEED and p is not None:
+        return f"{first} significantly better here ({p_value(p)}), but not in every subset seed: no claim"
     return nothing
 
 
 def budget(name: str) -> str:
-    """A budget name as people write it: "10pct" -> "10%", "12p5pct" -> "12.5%", "250labels" -> "250 labels"."""
+    """A budget name as people write it: "10pct" -> "10%", "12p5pct" -> "12.5%", "250labels" -> "250 labels";
+    one subset seed's: "10pct-s1" -> "10% (seed 1)"."""
+    plain, seed = split_replicate(name)
+    if seed is not None and plain:
+        return f"{budget(plain)} (seed {seed})"
     if name.endswith("pct"):
         return name.removesuffix("pct").replace("p", ".") + "%"
     if name.endswith("labels"):
@@ -215,6 +224,21 @@ def teacher_table(report: LabelBudgetReport) -> Table:
         for model in records(report.students)
     ]
     return Table(headers, rows, [False] + [True] * 4 + [False])
+
+
+def seed_table(summary: pd.DataFrame) -> Table:
+    """One row per budget: each method's mean top-1 ± its standard deviation over the subset seeds."""
+    headers = ["Budget", "Labels", "Seeds", *(f"{METHOD_NAMES[kind]} top-1, mean ± sd" for kind in KINDS)]
+    cells = {(row["kind"], row["budget"]): row for row in records(summary)}
+    rows = []
+    for name in dict.fromkeys(summary.sort_values("num_labels", kind="stable")["budget"]):
+        first = next(row for row in records(summary) if row["budget"] == name)
+        row = [budget(name), count(first["num_labels"]), count(first["seeds"])]
+        for kind in KINDS:
+            cell = cells.get((kind, name))
+            row.append(MISSING if cell is None else f"{percent(cell['mean_top1'])} ± {100 * cell['sd_top1']:.1f}")
+        rows.append(row)
+    return Table(headers, rows, [False] + [True] * (len(headers) - 1))
 
 
 def compute_table(report: LabelBudgetReport) -> Table:

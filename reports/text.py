@@ -12,6 +12,7 @@ from reports.inputs import TEST_PREDICTIONS, records
 from reports.label_budget import LabelBudgetReport
 from reports.labels_needed import AT_MOST, BEYOND
 from reports.prelabeling import prelabel_headline, prelabel_notes, prelabel_table
+from reports.seeds import seed_summary
 from reports.statistics import SIGNIFICANCE_LEVEL, Z_95, accuracy_interval
 from reports.tables import (
     Table,
@@ -22,6 +23,7 @@ from reports.tables import (
     money,
     p_value,
     savings_table,
+    seed_table,
     teacher_table,
 )
 
@@ -53,6 +55,12 @@ TEACHER_NOTE = (
     "its teacher, as far as this test set can tell."
 )
 NO_SAVING = "this run supports no label saving"
+SEEDS_TITLE = "Across subset seeds"
+SEEDS_NOTE = (
+    "Each budget was drawn with several subset seeds and every model trained once per seed: the mean top-1 and its "
+    "standard deviation over the seeds (how much the choice of labeled images moves the result). A saving is claimed "
+    "only when the model is significantly better than the baseline in every seed."
+)
 
 
 # --- the headline ---------------------------------------------------------------------------------------------------
@@ -318,6 +326,11 @@ def sections(report: LabelBudgetReport) -> list[Section]:
     encoder, prelabeling, untested = encoder_note(report), report.prelabeling, untested_note(report)
     return [
         Section("Accuracy per label budget", accuracy_table(report), (TOP_K_NOTE, *([encoder] if encoder else []))),
+        *(
+            [Section(SEEDS_TITLE, seed_table(summary), (SEEDS_NOTE,))]
+            if (summary := seed_summary(report.models)) is not None
+            else []
+        ),
         Section("Accuracy against number of labels", plot=True),
         Section(
             "Labels the supervised baseline would need",
