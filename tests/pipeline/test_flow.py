@@ -8,6 +8,7 @@ from pipeline.config import load_config
 from pipeline.flow import UpstreamMissing, simclrv2_pipeline
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
+from tests.pipeline.conftest import TINY_RUN
 
 
 def manifest_times(overrides: list[str]) -> dict[str, int]:
@@ -69,3 +70,22 @@ def test_logging_settings_reuse_every_stage_and_the_temperature_reruns_pretraini
     again = manifest_times(warmer)
     kept = {name for name in first if again[name] == first[name]}
     assert kept == {"subsets", "baseline[20labels]", "baseline[100labels]"}
+
+
+@pytest.mark.slow
+def test_several_subset_seeds_run_and_report_their_mean(tmp_path):
+    overrides = [
+        *(item for item in TINY_RUN if not item.startswith("budgets")),
+        f"runs_dir={tmp_path / 'runs'}",
+        "budgets=[20]",
+        "subset_seeds=[0, 1]",
+        "predict.enabled=false",
+    ]
+    simclrv2_pipeline(None, overrides)
+    plan = build_plan(load_config(None, overrides))
+    assert {"subsets[s0]", "subsets[s1]", "finetune[20labels-s1]", "distill[20labels-s0]"} <= set(plan)
+    subsets = [read_manifest(plan[f"subsets[s{seed}]"].out_dir)["metrics"] for seed in (0, 1)]
+    first, second = (json.loads((plan[f"subsets[s{s}]"].out_dir / "20labels.json").read_text()) for s in (0, 1))
+    assert first["indices"] != second["indices"] and subsets[0]["num_labels"] == subsets[1]["num_labels"]
+    markdown = (plan["report"].out_dir / "report.md").read_text()
+    assert "## Across subset seeds" in markdown and "20 labels (seed 1)" in markdown
