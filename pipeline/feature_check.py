@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         data = DataConfig(**read_manifest(directory)["config"]["data"])
         train = load_train(data)
         rows = load_subset(args.subset, train.ids)
-        labeled = train.__class__(train.images[rows], train.labels[rows], [train.ids[r] for r in rows.tolist()],
-                                  train.class_names, 0)  # fmt: skip
+        labeled = train.rows(rows)
         encoder = load_pretrained(directory)[0].encoder
         features = extract_features(encoder, labeled, args.image_size)
         probe, knn = cross_validated(features, labeled.labels, args.folds, args.seed)

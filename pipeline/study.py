@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pipeline.config import load_config
 from pipeline.flow import simclrv2_pipeline
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
+from reports.statistics import accuracy_interval
 from stages.data.label_subsets import budget_name
 from stages.data.sources import DataConfig, source_rows
 
@@ -38,14 +38,6 @@ MODEL_NAMES = {
     "auto": "classifier chosen by cross-validation",
     "distill": "SimCLRv2 distilled",
 }
-Z_95 = 1.959963984540054
-
-
-def wilson(top1: float, trials: int) -> tuple[float, float]:
-    """The 95% Wilson interval of an accuracy measured on `trials` test images."""
-    centre = (top1 + Z_95**2 / (2 * trials)) / (1 + Z_95**2 / trials)
-    spread = Z_95 * math.sqrt(top1 * (1 - top1) / trials + Z_95**2 / (4 * trials**2)) / (1 + Z_95**2 / trials)
-    return centre - spread, centre + spread
 
 
 def study_budgets(data: DataConfig, labels_per_class: list[int], fractions: list[float]) -> list[int | float]:
@@ -92,7 +84,7 @@ def summary_rows(results: dict) -> list[dict]:
         for model in MODELS:
             measured = [run["budgets"][budget][model] for run in runs]
             top1 = [m["test_top1"] for m in measured]
-            low, high = zip(*(wilson(m["test_top1"], m["num_test"]) for m in measured), strict=True)
+            low, high = zip(*(accuracy_interval(m["test_top1"], m["num_test"]) for m in measured), strict=True)
             rows.append(
                 {
                     "budget": budget,

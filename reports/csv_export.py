@@ -27,6 +27,7 @@ from typing import Any
 
 from reports.inputs import records
 from reports.label_budget import LabelBudgetReport
+from reports.labels_needed import SAVING_COLUMNS
 from reports.prelabeling import CSV_COLUMNS as PRELABEL_CSV_COLUMNS
 from reports.prelabeling import prelabel_rows
 from reports.statistics import accuracy_interval
@@ -54,12 +55,7 @@ REPORT_CSV_COLUMNS = [
     "difference_low",
     "difference_high",
     "p_value",
-    "baseline_labels_needed",
-    "labels_needed_kind",
-    "labels_saved",
-    "money_saved",
-    "extra_compute_cost",
-    "net_saving",
+    *SAVING_COLUMNS,
     "teacher_test_top1",
     "teacher_test_top1_low",
     "teacher_test_top1_high",

@@ -12,7 +12,6 @@ features) and a cosine kNN classifier on the same features. Every image goes thr
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from dataclasses import field
@@ -78,16 +77,7 @@ def labeled_rows(train: ImageSplit) -> ImageSplit:
     """The training images that have a label (all of them in a fully labeled dataset)."""
     if bool(train.labeled.all()):
         return train
-    rows = train.labeled.nonzero().flatten()
-    chosen = rows.tolist()
-    return dataclasses.replace(
-        train,
-        images=train.images[rows],
-        labels=train.labels[rows],
-        ids=[train.ids[r] for r in chosen],
-        held_out=None,
-        paths=[train.paths[r] for r in chosen] if train.paths else None,
-    )
+    return train.rows(train.labeled.nonzero().flatten())
 
 
 def run(config: EvaluateConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:

@@ -127,19 +127,6 @@ def labeled_rows(subset: Path, train: ImageSplit, batch_size: int, world: int) -
     return rows
 
 
-def subset_split(train: ImageSplit, rows: torch.Tensor) -> ImageSplit:
-    """The budget's labeled images as a split of their own."""
-    chosen = rows.tolist()
-    return dataclasses.replace(
-        train,
-        images=train.images[rows],
-        labels=train.labels[rows],
-        ids=[train.ids[row] for row in chosen],
-        held_out=None,
-        paths=None,
-    )
-
-
 def fine_tune(
     accelerator: Accelerator,
     model: Classifier,
@@ -208,8 +195,8 @@ def fold_fine_tuning(
         fold_dir = cv_dir / f"fine-tune-fold{next(folds)}"
         fold_accelerator = make_accelerator(fold_dir, config.seed, config.mixed_precision)
         model = build_finetune_model(config, pretrain, labeled.num_classes)[0]
-        result = fine_tune(fold_accelerator, model, subset_split(labeled, train_rows), fold_config, fold_dir, "cv")
-        validation = subset_split(labeled, validate_rows)
+        result = fine_tune(fold_accelerator, model, labeled.rows(train_rows), fold_config, fold_dir, "cv")
+        validation = labeled.rows(validate_rows)
         return top_k_accuracy(result.model, validation, config.image_size, config.eval_batch_size, accelerator.device)[
             "top1"
         ]
@@ -230,7 +217,7 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     rows = labeled_rows(inputs["subset"], train, config.batch_size, accelerator.num_processes)
     model, architecture, proj_selector = build_finetune_model(config, pretrain, train.num_classes)
 
-    labeled = subset_split(train, rows)
+    labeled = train.rows(rows)
     choice = Choice(FINE_TUNE, reason="chosen in the config")
     if pretrain is not None and config.classifier != FINE_TUNE:
         choice = choose_classifier(config, pretrain, labeled, accelerator, out_dir)

@@ -25,6 +25,7 @@ Which case applies, and so which images pretraining sees, never depends on the l
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -114,6 +115,18 @@ class ImageSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def rows(self, rows: torch.Tensor) -> ImageSplit:
+        """These rows as a split of their own (e.g. a budget's labeled images); none of them held out."""
+        chosen = rows.tolist()
+        return dataclasses.replace(
+            self,
+            images=self.images[rows],
+            labels=self.labels[rows],
+            ids=[self.ids[row] for row in chosen],
+            held_out=None,
+            paths=[self.paths[row] for row in chosen] if self.paths else None,
+        )
 
 
 @dataclass
