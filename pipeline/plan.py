@@ -105,7 +105,7 @@ def _budget_runs(cfg: ExperimentConfig, tag: int | None) -> list[StageRun]:
         subset = Input(subsets, f"{budget}.json")
         runs.append(_budget_run(cfg, "finetune", budget, tag, {"subset": subset, "pretrain": Input("pretrain")}))
         teacher = {"teacher": Input(instance_name("finetune", replicate(budget, tag)))}
-        teacher |= {"subset": subset} if stage_config(cfg, "distill", budget).alpha > 0 else {}
+        teacher |= {"subset": subset} if stage_config(cfg, "distill", budget).alpha < 1 else {}
         runs.append(_budget_run(cfg, "distill", budget, tag, teacher))
     return runs
 

@@ -33,6 +33,7 @@ class LabelBudgetReport:
     prelabeling: Prelabeling | None = None  # the predict stage's pre-labels; None without that stage
     num_labeled: int | None = None  # training images with a label (the rest are unlabeled), when some lack one
     test_labels_held_out: int = 0  # labels the test split took from the team's labels (partly labeled data)
+    validation_slice: bool = False  # evaluated on a validation slice of the training images, not the test split
     without_predictions: tuple[str, ...] = ()  # models whose stage directory has no test_predictions.csv
 
     @property
@@ -88,5 +89,6 @@ def assemble(
         prelabeling=prelabeling,
         num_labeled=subsets.get("num_labeled"),
         test_labels_held_out=subsets.get("test_labels_held_out", 0),
+        validation_slice=subsets.get("validation_slice", False),
         without_predictions=tuple(stage for stage in models["stage"] if stage not in (predictions or {})),
     )

@@ -242,6 +242,11 @@ def data_sentence(report: LabelBudgetReport) -> str:
         f"Dataset: {report.settings.dataset}{train}{classes}. Accuracy is measured on {test} that no model was "
         "trained on."
     )
+    if report.validation_slice:
+        return sentence + (
+            " These are a validation slice of the training images (`data.validation_fraction`), for choosing "
+            "settings: the test split was not used, so every figure here estimates accuracy before the test."
+        )
     if report.test_labels_held_out:
         sentence += (
             f" The data has no test split of its own, so {count(report.test_labels_held_out)} of your labeled images "

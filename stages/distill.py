@@ -3,13 +3,17 @@
     python -m stages.distill --out runs/distill --teacher runs/finetune
     python -m stages.distill --out runs/distill-small --teacher runs/finetune --student '{"depth": 18, "width": 0.5}'
     python -m stages.distill --out runs/distill-a --teacher runs/finetune --subset runs/subsets/10pct.json --alpha 0.5
+    python -m stages.distill --out runs/distill-w --teacher runs/finetune --student-init teacher
 
-Inputs: `--teacher DIR` (the finetune stage's output) and, only for `--alpha` > 0, `--subset FILE` (the labeled rows of
-the optional ground-truth term). docs/simclrv2.md#fine-tuning-and-distillation: the teacher is frozen and in eval mode,
-teacher and student see the same crop + flip batch, loss = -sum_y P_T(y|x; tau) log P_S(y|x; tau), plus alpha times the
-cross-entropy on labeled rows. The student has no projection head; `--student` (a JSON encoder config: depth, width, sk,
-small_images) picks a smaller network; by default (or `--student none`) it has the teacher's architecture
-(self-distillation). The optimiser settings default to the pretraining ones, as in the paper.
+Inputs: `--teacher DIR` (the finetune stage's output) and, only for `--alpha` < 1, `--subset FILE` (the labeled rows of
+the ground-truth term). docs/simclrv2.md#fine-tuning-and-distillation: the teacher is frozen and in eval mode, teacher
+and student see the same crop + flip batch, and the loss is the paper's Eq. 3: alpha times
+-sum_y P_T(y|x; tau) log P_S(y|x; tau) plus (1 - alpha) times the cross-entropy on labeled rows (alpha 1: labels
+unused). By default the student starts from random weights and has no projection head; `--student` (a JSON encoder
+config: depth, width, sk, small_images) picks a smaller network, else (or `--student none`) it has the teacher's
+architecture (self-distillation). `--student-init teacher` starts a self-distilled student from a copy of the teacher
+instead, head layers included: it needs a fraction of the steps, for small compute. The optimiser settings default to
+the pretraining ones, as in the paper.
 
 Writes `model.safetensors` (the student classifier, loadable like a finetune output), `loss_curve.csv`,
 `metrics.json` (test top-1 / top-5, the teacher's top-1 and the agreement with it) and `test_predictions.csv` (every
@@ -73,8 +77,11 @@ class DistillConfig:
     """epochs of linear learning-rate warm-up before the cosine decay"""
     temperature: Annotated[StrictFloat, Gt(0)] = 1.0
     """tau of both distributions (0.1 was best for self-distillation in the paper)"""
-    alpha: Annotated[StrictFloat, Ge(0), Le(1)] = 0.0
-    """weight of the ground-truth term on the subset's labeled rows; 0: labels unused"""
+    alpha: Annotated[StrictFloat, Ge(0), Le(1)] = 1.0
+    """the paper's Eq. 3: the weight of the distillation term, 1 - alpha that of the cross-entropy on the subset's
+    labeled rows; 1: labels unused"""
+    student_init: Literal["scratch", "teacher"] = "scratch"
+    """the student's first weights: random (the paper), or a copy of the teacher's (self-distillation only)"""
     seed: StrictInt = 0
     """seed of the student's weights, the batch order and the augmentations"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
@@ -97,6 +104,16 @@ def subset_labels(train: ImageSplit, subset: Path) -> torch.Tensor:
     return labels
 
 
+def initial_student(
+    config: DistillConfig, architecture: EncoderConfig, teacher_dir: Path, num_classes: int
+) -> tuple[nn.Module, int]:
+    """The student and its number of head layers: random without a projection head, or a trainable teacher copy."""
+    if config.student_init == "teacher":
+        copy = load_classifier(teacher_dir)
+        return copy.model, copy.proj_selector
+    return classifier_for(architecture, 0, num_classes), 0
+
+
 def frozen(model: nn.Module) -> nn.Module:
     """Eval mode (BN uses its running statistics) and no gradients: the teacher never changes."""
     return model.eval().requires_grad_(False)
@@ -107,13 +124,18 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     if "teacher" not in inputs:
         raise ValueError("distill needs the 'teacher' input: the output directory of the finetune stage")
     weights_file(inputs["teacher"], "finetune")  # fail before loading any data
-    if config.alpha > 0 and "subset" not in inputs:
+    if config.alpha < 1 and "subset" not in inputs:
         raise ValueError(
-            f"alpha={config.alpha} weights a ground-truth term, which needs labels: pass the 'subset' "
-            "input (a label subset file), or set alpha to 0"
+            f"alpha={config.alpha} leaves {1 - config.alpha:g} to a ground-truth term, which needs labels: pass the "
+            "'subset' input (a label subset file), or set alpha to 1"
         )
-    if "subset" in inputs and config.alpha == 0:
-        log.info("alpha is 0: the labels of subset %s are not used", inputs["subset"])
+    if config.student_init == "teacher" and config.student is not None:
+        raise ValueError(
+            "student_init='teacher' copies the teacher, so the student must have its architecture: set student to "
+            "null, or student_init to 'scratch'"
+        )
+    if "subset" in inputs and config.alpha == 1:
+        log.info("alpha is 1: the labels of subset %s are not used", inputs["subset"])
     accelerator = make_accelerator(out_dir, config.seed, config.mixed_precision, config.tensorboard)
     train, test = load_splits(config.data)
     device = accelerator.device
@@ -122,10 +144,10 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     check_same_classes(teacher.class_names, train, teacher.file)
     teacher_model = frozen(teacher.model.to(device))
     architecture = config.student or teacher.architecture
-    student = classifier_for(architecture, 0, train.num_classes)  # no projection head
+    student, proj_selector = initial_student(config, architecture, inputs["teacher"], train.num_classes)
 
     images = train.images.to(device)
-    labels = subset_labels(train, inputs["subset"]).to(device) if config.alpha > 0 else None
+    labels = subset_labels(train, inputs["subset"]).to(device) if config.alpha < 1 else None
 
     def loss_against_teacher(model: nn.Module, views: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -142,6 +164,7 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         "num_labels_used": int((labels != UNLABELED).sum()) if labels is not None else 0,
         "temperature": config.temperature,
         "alpha": config.alpha,
+        "student_init": config.student_init,
         "student": dataclasses.asdict(architecture),
         "teacher": dataclasses.asdict(teacher.architecture),
         "global_batch": config.batch_size,
@@ -151,7 +174,7 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     }
 
     def evaluate_and_save() -> dict:
-        save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, 0, train.class_names)
+        save_classifier(result.model, out_dir / WEIGHTS_FILE, architecture, proj_selector, train.class_names)
         write_test_predictions(
             result.model, test, train.class_names, config.image_size, out_dir / TEST_PREDICTIONS, config.eval_batch_size
         )

@@ -52,6 +52,7 @@ def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) ->
         "num_classes": train.num_classes,
         "num_test": len(test),
         "test_labels_held_out": int(train.held_out.sum()) if train.held_out is not None else 0,
+        "validation_slice": config.data.validation_fraction is not None,  # evaluated on training images, not test
     }
 
 

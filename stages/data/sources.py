@@ -21,6 +21,8 @@ labeled. Without one in the source it is held out of the labeled training images
   like every unlabeled image, pretraining and distillation see them, which makes test accuracy an estimate of the
   accuracy on the unlabeled images. The log says how many labels the test took.
 Which case applies, and so which images pretraining sees, never depends on the labels file.
+With `validation_fraction` set, a validation slice of the training images takes the test split's place
+(stages/data/validation.py): for choosing settings without looking at the test images.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from stages.data.errors import DataError
 from stages.data.ids import joined_ids, row_ids
 from stages.data.labels import UNLABELED
 from stages.data.labels_file import read_labels_file
+from stages.data.validation import rows_without, split_off_validation, validation_rows
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,9 @@ class DataConfig:
     """split to test on; held out of the labeled training images when the source has none"""
     test_fraction: Annotated[StrictFloat, Gt(0), Lt(1)] = 0.2
     """share of the labeled training images held out, per class, as the test split when the source has none"""
+    validation_fraction: Annotated[StrictFloat, Gt(0), Lt(1)] | None = None
+    """for choosing settings without the test set: this share of the labeled training images, per class, is the
+    evaluation split in place of the test split (stages/data/validation.py); None: evaluate on the test split"""
     image_size: Annotated[StrictInt, Ge(1)] | None = None
     """shorter side resized (bicubic), then centre-cropped to a square of this side; None: as stored"""
     seed: StrictInt = 0
@@ -156,6 +162,13 @@ def load_splits(config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
 
 
 def split_source(source: SourceRows, config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
+    train, test = train_and_test(source, config)
+    if config.validation_fraction is None:
+        return train, test
+    return split_off_validation(train, source.fully_labeled, config)
+
+
+def train_and_test(source: SourceRows, config: DataConfig) -> tuple[ImageSplit, ImageSplit]:
     class_names = [str(key) for key in source.class_keys]
     labels = source.labels()
     if source.test is not None:
@@ -187,7 +200,7 @@ def load_train(config: DataConfig) -> ImageSplit:
     """The train split alone. It needs no labels: with none at all (a cold start) every row is `UNLABELED`; with
     some, the labels the team has are all kept, those of a held-out test split too (select must not pick them)."""
     source = source_rows(config)
-    if source.test is None and source.fully_labeled:
+    if removes_training_rows(source, config):
         train = split_source(source, config)[0]
     else:
         class_names = [str(key) for key in source.class_keys]
@@ -202,14 +215,29 @@ def open_train_rows(config: DataConfig) -> Dataset:
     need them."""
     source = source_rows(config)
     train = undecoded(source.train.select_columns([config.image_column]), config.image_column)
-    if source.test is None and source.fully_labeled:
-        _log_holdout(config)
-        train_index, _ = stratified_split(source.labels(), config)
-        return train.select(train_index.tolist())
+    if removes_training_rows(source, config):
+        return train.select(benchmark_training_rows(source, config).tolist())
     if source.pool is None:
         return train
     pool = undecoded(source.pool.select_columns([config.image_column]), config.image_column)
     return datasets.concatenate_datasets([train, pool.cast(train.features)])
+
+
+def removes_training_rows(source: SourceRows, config: DataConfig) -> bool:
+    """The benchmark case takes its held-out test split, or its validation slice, out of the training images."""
+    return source.fully_labeled and (source.test is None or config.validation_fraction is not None)
+
+
+def benchmark_training_rows(source: SourceRows, config: DataConfig) -> torch.Tensor:
+    """The training rows the benchmark case keeps, found from the labels alone (no image decoded)."""
+    labels = source.labels()
+    rows = torch.arange(len(labels))
+    if source.test is None:
+        _log_holdout(config)
+        rows = stratified_split(labels, config)[0]
+    if config.validation_fraction is not None:
+        rows = rows[rows_without(len(rows), validation_rows(labels[rows], config.validation_fraction, config.seed))]
+    return rows
 
 
 def source_rows(config: DataConfig) -> SourceRows:

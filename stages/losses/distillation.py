@@ -1,9 +1,11 @@
 """Distillation loss: a frozen teacher's softened predictions teach a student
 (docs/simclrv2.md#fine-tuning-and-distillation).
 
-loss = (1 - alpha) * soft + alpha * hard, where soft = -sum_y P_T(y|x; tau) log P_S(y|x; tau) averaged over the
-batch, and hard is the student's cross-entropy on ground-truth labels (rows labelled -1 are unlabeled and ignored).
-With the default alpha = 0 labels are unused, as in SimCLRv2's distillation on unlabeled images.
+The paper's Eq. 3: loss = alpha * soft + (1 - alpha) * hard, where soft = -sum_y P_T(y|x; tau) log P_S(y|x; tau) and
+hard is the student's cross-entropy on ground-truth labels. The paper sums each term over its own set (every image,
+the labeled images); here each is the mean over its own rows of the batch (rows labelled -1 are unlabeled and have no
+hard term), so alpha weighs the two per-image losses whatever the share of labeled images. With the default alpha = 1
+labels are unused: the paper's Eq. 2, distillation on unlabeled images.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ def distillation_loss(
     teacher_logits: torch.Tensor,
     temperature: float = 1.0,
     labels: torch.Tensor | None = None,
-    alpha: float = 0.0,
+    alpha: float = 1.0,
 ) -> torch.Tensor:
     _check_inputs(student_logits, teacher_logits, temperature, labels, alpha)
     teacher_probs = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=1)
     soft = -(teacher_probs * student_log_probs).sum(dim=1).mean()
-    if labels is None or alpha == 0:
+    if labels is None or alpha == 1:
         return soft
     labeled = labels != UNLABELED
     # Summing and dividing by max(count, 1) keeps a batch without labelled rows at a zero hard term, without a sync.
     per_row = F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none")
     hard = (per_row * labeled).sum() / labeled.sum().clamp_min(1)
-    return (1 - alpha) * soft + alpha * hard
+    return alpha * soft + (1 - alpha) * hard
 
 
 def _check_inputs(
@@ -44,7 +46,9 @@ def _check_inputs(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (1.0 in SimCLRv2, 0.1 for self-distillation), got {temperature!r}")
     if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1] (0 = labels unused), got {alpha!r}")
+        raise ValueError(
+            f"alpha must be in [0, 1] (paper Eq. 3: the weight of the distillation term; 1 = labels unused), got {alpha!r}"
+        )
     if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must both be B x num_classes with the same shape, got "

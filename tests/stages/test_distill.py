@@ -87,6 +87,23 @@ def test_the_student_learns_to_agree_with_its_frozen_teacher(tmp_path, digits, t
     assert 0 <= metrics["test_top1"] <= metrics["test_top5"] <= 1
 
 
+def test_a_student_started_from_the_teacher_begins_where_the_teacher_is(tmp_path, teacher):
+    metrics = distill.run(
+        tiny_config(student_init="teacher", epochs=0.05, base_lr=1e-6), {"teacher": teacher}, tmp_path
+    )
+    assert (
+        metrics["student_init"] == "teacher" and metrics["test_agreement_with_teacher"] > 0.9
+    )  # BN statistics move a little
+    student, source = load_classifier(tmp_path), load_classifier(teacher)
+    assert student.proj_selector == source.proj_selector and student.architecture == source.architecture
+    changed = [
+        key
+        for key, value in source.model.state_dict().items()
+        if value.dtype.is_floating_point and not torch.equal(student.model.state_dict()[key], value)
+    ]
+    assert changed  # it trained: a copy, not the teacher itself
+
+
 def test_subset_labels_keep_only_the_subset_rows(digits, subsets):
     train, _ = digits
     labels = subset_labels(train, subsets["10pct"])
@@ -138,8 +155,10 @@ def test_a_pretrain_output_is_not_a_teacher(tmp_path):
 
 
 def test_bad_settings_are_clear_errors(tmp_path, teacher):
-    with pytest.raises(ValueError, match=r"alpha=0\.5 weights a ground-truth term, which needs labels"):
+    with pytest.raises(ValueError, match=r"alpha=0\.5 leaves 0\.5 to a ground-truth term, which needs labels"):
         distill.run(tiny_config(alpha=0.5), {"teacher": teacher}, tmp_path / "out")
+    with pytest.raises(ValueError, match=r"student_init='teacher' copies the teacher.*set student to null"):
+        distill.run(tiny_config(student_init="teacher", student=TINY), {"teacher": teacher}, tmp_path / "out")
     with pytest.raises(ValueError, match="batch_size=5000 is larger than the dataset"):
         distill.run(tiny_config(batch_size=5000), {"teacher": teacher}, tmp_path / "out")
     with pytest.raises(ValueError, match="temperature must be > 0"):

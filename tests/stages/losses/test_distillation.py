@@ -1,4 +1,5 @@
-"""The distillation loss: soft cross-entropy at a temperature, plus an optional alpha-weighted label term."""
+"""The distillation loss: soft cross-entropy at a temperature, plus an optional label term, weighted as in the paper's
+Eq. 3 (alpha on the distillation term)."""
 
 import pytest
 import torch
@@ -30,15 +31,16 @@ def test_teacher_gets_no_gradient():
     assert student.grad is not None and teacher.grad is None
 
 
-def test_alpha_weights_the_label_term_and_ignores_unlabeled_rows():
+def test_alpha_weights_the_distillation_term_as_in_eq_3_and_ignores_unlabeled_rows():
     torch.manual_seed(1)
     student, teacher = torch.randn(4, 3), torch.randn(4, 3)
     labels = torch.tensor([0, -1, 2, -1])
     soft = distillation_loss(student, teacher, 2.0)
     hard = F.cross_entropy(student[[0, 2]], labels[[0, 2]])
     got = distillation_loss(student, teacher, 2.0, labels=labels, alpha=0.3)
-    assert torch.allclose(got, 0.7 * soft + 0.3 * hard, atol=1e-6)
-    assert torch.allclose(distillation_loss(student, teacher, 2.0, labels=labels), soft)  # alpha 0: labels unused
+    assert torch.allclose(got, 0.3 * soft + 0.7 * hard, atol=1e-6)
+    assert torch.allclose(distillation_loss(student, teacher, 2.0, labels=labels), soft)  # alpha 1: labels unused
+    assert torch.allclose(distillation_loss(student, teacher, 2.0, labels=labels, alpha=0.0), hard)  # labels only
     no_labels = torch.full((4,), -1)
     assert torch.allclose(distillation_loss(student, teacher, 2.0, labels=no_labels, alpha=0.5), 0.5 * soft)
 
