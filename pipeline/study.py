@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import load_config
@@ -49,8 +50,8 @@ def metrics_of(plan: dict, instance: str) -> dict:
     return read_manifest(plan[instance].out_dir)["metrics"]
 
 
-def one_seed(config: str | None, overrides: list[str], budgets: list[str]) -> dict:
-    """Every model's test top-1 (and test size) per budget for one subset seed; the pretraining's wall seconds."""
+def one_seed(config: str | None, overrides: list[str], budgets: list[str], models: list[str]) -> dict:
+    """Each model's test top-1 (and test size) per budget for one subset seed; the pretraining's wall seconds."""
     simclrv2_pipeline(config, [*overrides, "finetune.classifier=fine-tune"])
     plan = build_plan(load_config(config, [*overrides, "finetune.classifier=fine-tune"]))
     runs: dict = {"pretrain_seconds": read_manifest(plan["pretrain"].out_dir)["wall_seconds"], "budgets": {}}
@@ -58,7 +59,7 @@ def one_seed(config: str | None, overrides: list[str], budgets: list[str]) -> di
         runs["budgets"][budget] = {
             kind: metrics_of(plan, f"{kind}[{budget}]") for kind in ("baseline", "finetune", "distill")
         }
-    for arm in CLASSIFIER_ARMS:
+    for arm in [model for model in models if model in CLASSIFIER_ARMS]:
         arm_overrides = [*overrides, f"finetune.classifier={arm}"]
         simclrv2_pipeline(config, arm_overrides, only="finetune")
         arm_plan = build_plan(load_config(config, arm_overrides))
@@ -67,12 +68,14 @@ def one_seed(config: str | None, overrides: list[str], budgets: list[str]) -> di
     return runs
 
 
-def run_study(config: str | None, base: list[str], budgets: list[int | float], seeds: list[int]) -> dict:
+def run_study(
+    config: str | None, base: list[str], budgets: list[int | float], seeds: list[int], models: Sequence[str] = MODELS
+) -> dict:
     names = [budget_name(budget) for budget in budgets]
     overrides = [*base, f"budgets={json.dumps(budgets)}", "report.full_label_baseline=false"]
-    results = {"budgets": names, "seeds": seeds, "runs": {}}
+    results = {"budgets": names, "seeds": seeds, "models": list(models), "overrides": base, "runs": {}}
     for seed in seeds:
-        results["runs"][str(seed)] = one_seed(config, [*overrides, f"subset_seed={seed}"], names)
+        results["runs"][str(seed)] = one_seed(config, [*overrides, f"subset_seed={seed}"], names, models)
     return results
 
 
@@ -81,7 +84,7 @@ def summary_rows(results: dict) -> list[dict]:
     rows = []
     runs = list(results["runs"].values())
     for budget in results["budgets"]:
-        for model in MODELS:
+        for model in results.get("models", MODELS):
             measured = [run["budgets"][budget][model] for run in runs]
             top1 = [m["test_top1"] for m in measured]
             low, high = zip(*(accuracy_interval(m["test_top1"], m["num_test"]) for m in measured), strict=True)
@@ -114,7 +117,15 @@ def markdown(results: dict) -> str:
             f"{100 * row['mean_top1']:.1f}% | {100 * row['sd_top1']:.1f} | "
             f"[{100 * row['wilson_low']:.1f}, {100 * row['wilson_high']:.1f}] |"
         )
-    lines += ["", "| budget | student − teacher, per seed (points) |", "|---|---|"]
+    if "distill" in results.get("models", MODELS):
+        lines += student_against_teacher(results)
+    minutes = [run["pretrain_seconds"] / 60 for run in results["runs"].values()]
+    lines += ["", f"Pretraining: {minutes[0]:.1f} minutes (one run, shared by every seed and model)."]
+    return "\n".join(lines)
+
+
+def student_against_teacher(results: dict) -> list[str]:
+    lines = ["", "| budget | student − teacher, per seed (points) |", "|---|---|"]
     for budget in results["budgets"]:
         gaps = [
             100
@@ -122,9 +133,7 @@ def markdown(results: dict) -> str:
             for run in results["runs"].values()
         ]
         lines.append(f"| {budget} | " + ", ".join(f"{gap:+.1f}" for gap in gaps) + " |")
-    minutes = [run["pretrain_seconds"] / 60 for run in results["runs"].values()]
-    lines += ["", f"Pretraining: {minutes[0]:.1f} minutes (one run, shared by every seed and model)."]
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,11 +145,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels-per-class", type=int, nargs="*", default=[2, 4, 10], metavar="N")
     parser.add_argument("--fraction", type=float, nargs="*", default=[0.1], metavar="F")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED")
+    parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(MODELS), help="the models to train (default: all)"
+    )
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
     args = parser.parse_args(argv)
     data = load_config(args.config, args.overrides).data
     budgets = study_budgets(data, args.labels_per_class, args.fraction)
-    results = run_study(args.config, args.overrides, budgets, args.seeds)
+    results = run_study(args.config, args.overrides, budgets, args.seeds, args.models)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print(markdown(results))

@@ -44,7 +44,7 @@ from stages.models.architecture import EncoderConfig, classifier_for
 from stages.models.heads import Classifier, build_classifier
 from stages.models.weights import WEIGHTS_FILE, load_pretrained, save_classifier, weights_file
 from stages.training.accelerator import make_accelerator
-from stages.training.batches import check_batch_size
+from stages.training.batches import batch_that_fits
 from stages.training.classifier_loop import train_classifier
 from stages.training.cli import parse_stage_args, run_and_print
 from stages.training.cross_validation import Choice, FitAndScore, cross_validate
@@ -67,9 +67,11 @@ class FinetuneConfig:
     image_size: Annotated[StrictInt, Ge(1)] = 32
     """side of the augmented crops, in pixels"""
     batch_size: Annotated[StrictInt, Ge(1)] = 64
-    """global: labeled images per step over all processes"""
+    """global: labeled images per step over all processes; a budget with fewer labels puts them all in each step"""
     epochs: Annotated[StrictFloat, Gt(0)] = 60.0
-    """passes over the labeled subset (SimCLRv2: 60 for 1%, 30 for 10%)"""
+    """passes over the labeled subset (SimCLRv2: 60 for 1%, 30 for 10%); ignored when `steps` is set"""
+    steps: Annotated[StrictInt, Ge(1)] | None = None
+    """optimiser steps whatever the budget (the epochs follow from its labels and the batch); None: `epochs`"""
     base_lr: Annotated[StrictFloat, Gt(0)] = 0.005
     """learning rate before scaling by the batch size"""
     lr_scaling: Literal["sqrt", "linear"] = "sqrt"
@@ -116,15 +118,13 @@ def build_finetune_model(
     return classifier, architecture, config.proj_selector
 
 
-def labeled_rows(subset: Path, train: ImageSplit, batch_size: int, world: int) -> torch.Tensor:
-    rows = load_subset(subset, train.ids)
-    if batch_size > len(rows):
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the labeled subset {subset} ({len(rows)} labels): "
-            f"lower batch_size to at most {len(rows)}, or use a larger label budget"
-        )
-    check_batch_size(batch_size, len(rows), world)
-    return rows
+def fitted_to(config: FinetuneConfig, num_labels: int, world: int) -> FinetuneConfig:
+    """The config for this many labels: a batch of at most the labels, and `steps` turned into epochs."""
+    batch = batch_that_fits(config.batch_size, num_labels, world)
+    if batch != config.batch_size:
+        log.info("batch_size %d is more than the %d labels: each step takes %d", config.batch_size, num_labels, batch)
+    epochs = config.epochs if config.steps is None else config.steps / (num_labels // batch)
+    return dataclasses.replace(config, batch_size=batch, epochs=epochs)
 
 
 def fine_tune(
@@ -185,13 +185,13 @@ def probe_fold(
 def fold_fine_tuning(
     config: FinetuneConfig, pretrain: Path, labeled: ImageSplit, accelerator: Accelerator, cv_dir: Path
 ) -> FitAndScore:
-    """Fine-tune on a fold's training rows (the config's epochs, its batch capped by the fold), score on the rest."""
+    """Fine-tune on a fold's training rows (the config fitted to them), score on the rest."""
     folds = itertools.count()
 
     def fit_and_score(train_rows: torch.Tensor, validate_rows: torch.Tensor) -> float:
-        world = accelerator.num_processes
-        batch = max(world, min(config.batch_size, len(train_rows)) // world * world)
-        fold_config = dataclasses.replace(config, batch_size=batch, tensorboard=False)
+        fold_config = dataclasses.replace(
+            fitted_to(config, len(train_rows), accelerator.num_processes), tensorboard=False
+        )
         fold_dir = cv_dir / f"fine-tune-fold{next(folds)}"
         fold_accelerator = make_accelerator(fold_dir, config.seed, config.mixed_precision)
         model = build_finetune_model(config, pretrain, labeled.num_classes)[0]
@@ -214,7 +214,8 @@ def run(config: FinetuneConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     accelerator = make_accelerator(out_dir, config.seed, config.mixed_precision, config.tensorboard)
     train, test = load_splits(config.data)
     device = accelerator.device
-    rows = labeled_rows(inputs["subset"], train, config.batch_size, accelerator.num_processes)
+    rows = load_subset(inputs["subset"], train.ids)
+    config = fitted_to(config, len(rows), accelerator.num_processes)
     model, architecture, proj_selector = build_finetune_model(config, pretrain, train.num_classes)
 
     labeled = train.rows(rows)

@@ -47,7 +47,7 @@ def _check_inputs(
         raise ValueError(f"temperature must be > 0 (1.0 in SimCLRv2, 0.1 for self-distillation), got {temperature!r}")
     if not 0 <= alpha <= 1:
         raise ValueError(
-            f"alpha must be in [0, 1] (paper Eq. 3: the weight of the distillation term; 1 = labels unused), got {alpha!r}"
+            f"alpha must be in [0, 1] (weight of the distillation term, paper Eq. 3; 1: labels unused), got {alpha!r}"
         )
     if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(

@@ -41,6 +41,11 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+def batch_that_fits(global_batch: int, num_examples: int, world: int) -> int:
+    """`global_batch`, or at most `num_examples` when they are fewer, kept divisible by the number of processes."""
+    return max(world, min(global_batch, num_examples) // world * world)
+
+
 def check_batch_size(global_batch: int, num_examples: int, world: int, what: str = "batch_size") -> None:
     if global_batch > num_examples:
         raise ValueError(

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import stages.finetune as finetune
 from stages.evaluation.metrics import top_k_accuracy
-from stages.finetune import FinetuneConfig, build_finetune_model
+from stages.finetune import FinetuneConfig, build_finetune_model, fitted_to
 from stages.models.architecture import EncoderConfig
 from stages.models.weights import load_classifier
 from stages.optim.classifier import classifier_param_groups
@@ -236,12 +236,20 @@ def test_architecture_metadata_that_does_not_match_the_weights_is_refused(tmp_pa
         build_finetune_model(tiny_config(), bare, 10)
 
 
-def test_a_batch_larger_than_the_labeled_subset_is_a_clear_error(tmp_path, subsets):
-    with pytest.raises(
-        ValueError, match=r"batch_size=200 is larger than the labeled subset .*10pct.json \(144 labels\)"
-    ):
-        finetune.run(tiny_config(batch_size=200), {"subset": subsets["10pct"]}, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_a_batch_larger_than_the_budget_takes_every_label_each_step(tmp_path, subsets):
+    metrics = finetune.run(tiny_config(batch_size=200, steps=2), {"subset": subsets["10pct"]}, tmp_path / "out")
+    assert metrics["global_batch"] == 144 and metrics["steps"] == 2 and metrics["epochs"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("labels", "world", "batch", "epochs"),
+    [(20, 1, 20, 150.0), (144, 1, 48, 50.0), (100, 1, 48, 75.0), (21, 2, 20, 150.0), (1437, 1, 48, 150 / 29)],
+)
+def test_steps_set_the_schedule_whatever_the_budget(labels, world, batch, epochs):
+    fitted = fitted_to(tiny_config(batch_size=48, steps=150), labels, world)
+    assert fitted.batch_size == batch and fitted.epochs == pytest.approx(epochs)
+    assert round(fitted.epochs * (labels // fitted.batch_size)) == 150  # what the loop trains
+    assert fitted_to(tiny_config(batch_size=48, epochs=7.0), 144, 1).epochs == 7.0  # no steps: the epochs
 
 
 # --- command line ---------------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ CONFIGS = {
         **TRAINING,
     ),
     "finetune": FinetuneConfig(
-        data=DATA, model=ENCODER, proj_selector=2, classifier="auto", cv_folds=4, **TRAINING, **TRAINER
+        data=DATA, model=ENCODER, proj_selector=2, classifier="auto", cv_folds=4, steps=9, **TRAINING, **TRAINER
     ),
     "distill": DistillConfig(data=DATA, student=ENCODER, temperature=0.1, alpha=0.5, **TRAINING, **TRAINER),
     "distill-self": DistillConfig(
