@@ -9,6 +9,10 @@ fine-tuned model and the distilled student on every budget; two more fine-tuning
 makes on the budget's own labels ("auto"). Pretraining does not depend on the seed or the labels, so every run reuses
 one pretraining. Budgets: `--labels-per-class` times the number of classes, and `--fraction` of the labeled images.
 
+`--models` trains only some of them (the pipeline runs just the stages they need). With
+`--set data.validation_fraction=0.25` every figure is measured on a validation slice of the training images instead
+of the test split: the way to choose settings (docs/results.md#settings-chosen-on-a-validation-slice).
+
 Prints a Markdown table: per budget and model, the mean top-1 over seeds, its standard deviation, and the mean 95%
 Wilson interval of one run (test-set noise); then the distilled student against its teacher, and the pretraining
 minutes. The JSON has every run's numbers.
@@ -30,6 +34,7 @@ from reports.statistics import accuracy_interval
 from stages.data.label_subsets import budget_name
 from stages.data.sources import DataConfig, source_rows
 
+PIPELINE_STAGES = {"baseline": ["baseline"], "finetune": ["finetune"], "distill": ["finetune", "distill"]}
 CLASSIFIER_ARMS = {"linear": "frozen features + logistic regression", "auto": "chosen by cross-validation"}
 MODELS = ("baseline", "finetune", "linear", "auto", "distill")
 MODEL_NAMES = {
@@ -50,15 +55,16 @@ def metrics_of(plan: dict, instance: str) -> dict:
     return read_manifest(plan[instance].out_dir)["metrics"]
 
 
-def one_seed(config: str | None, overrides: list[str], budgets: list[str], models: list[str]) -> dict:
+def one_seed(config: str | None, overrides: list[str], budgets: list[str], models: Sequence[str]) -> dict:
     """Each model's test top-1 (and test size) per budget for one subset seed; the pretraining's wall seconds."""
-    simclrv2_pipeline(config, [*overrides, "finetune.classifier=fine-tune"])
-    plan = build_plan(load_config(config, [*overrides, "finetune.classifier=fine-tune"]))
+    fine_tuned = [*overrides, "finetune.classifier=fine-tune"]
+    kinds = [kind for kind in PIPELINE_STAGES if kind in models]
+    stages = ["subsets", "pretrain", *dict.fromkeys(stage for kind in kinds for stage in PIPELINE_STAGES[kind])]
+    simclrv2_pipeline(config, fine_tuned, only=stages)
+    plan = build_plan(load_config(config, fine_tuned))
     runs: dict = {"pretrain_seconds": read_manifest(plan["pretrain"].out_dir)["wall_seconds"], "budgets": {}}
     for budget in budgets:
-        runs["budgets"][budget] = {
-            kind: metrics_of(plan, f"{kind}[{budget}]") for kind in ("baseline", "finetune", "distill")
-        }
+        runs["budgets"][budget] = {kind: metrics_of(plan, f"{kind}[{budget}]") for kind in kinds}
     for arm in [model for model in models if model in CLASSIFIER_ARMS]:
         arm_overrides = [*overrides, f"finetune.classifier={arm}"]
         simclrv2_pipeline(config, arm_overrides, only="finetune")

@@ -28,3 +28,12 @@ def test_the_study_measures_every_model_for_every_seed(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| 20labels | 20 | supervised baseline |" in table and "mean top-1 (2 seeds)" in table
     assert "student − teacher" in table and "Pretraining:" in table
+
+    # Some models only: the pipeline runs just their stages, here all reused from the runs above.
+    main([*sets, "--set", f"runs_dir={tmp_path / 'runs'}", "--labels-per-class", "2", "--fraction", "--seeds", "0",
+          "--models", "distill", "--json", str(out)])  # fmt: skip
+    again = json.loads(out.read_text())
+    assert again["models"] == ["distill"] and set(again["runs"]["0"]["budgets"]["20labels"]) == {"distill"}
+    assert (
+        again["runs"]["0"]["budgets"]["20labels"]["distill"] == results["runs"]["0"]["budgets"]["20labels"]["distill"]
+    )
