@@ -1,11 +1,12 @@
 """Distillation loss: a frozen teacher's softened predictions teach a student
 (docs/simclrv2.md#fine-tuning-and-distillation).
 
-The paper's Eq. 3: loss = alpha * soft + (1 - alpha) * hard, where soft = -sum_y P_T(y|x; tau) log P_S(y|x; tau) and
-hard is the student's cross-entropy on ground-truth labels. The paper sums each term over its own set (every image,
-the labeled images); here each is the mean over its own rows of the batch (rows labelled -1 are unlabeled and have no
-hard term), so alpha weighs the two per-image losses whatever the share of labeled images. With the default alpha = 1
-labels are unused: the paper's Eq. 2, distillation on unlabeled images.
+The paper's Eq. 3: loss = alpha * soft + (1 - alpha) * hard, where soft = -sum_y P_T(y|x; tau) log P_S(y|x; tau) on
+every image and hard is the student's cross-entropy on the ground-truth label of each labeled image. The paper sums
+each term over its own set (all images, the labeled ones), so every image weighs the same: here both sums run over
+the batch and are divided by the batch size, an unbiased estimate of Eq. 3 over the data (divided by its size).
+Rows labelled -1 are unlabeled and have no hard term. With the default alpha = 1 labels are unused: the paper's
+Eq. 2, distillation on unlabeled images.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def distillation_loss(
     if labels is None or alpha == 1:
         return soft
     labeled = labels != UNLABELED
-    # Summing and dividing by max(count, 1) keeps a batch without labelled rows at a zero hard term, without a sync.
+    # Per image, as in Eq. 3's sums: a labeled image weighs no more than the others, whatever their share.
     per_row = F.cross_entropy(student_logits.float(), labels.clamp_min(0), reduction="none")
-    hard = (per_row * labeled).sum() / labeled.sum().clamp_min(1)
+    hard = (per_row * labeled).sum() / len(labels)
     return alpha * soft + (1 - alpha) * hard
 
 
