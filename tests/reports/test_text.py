@@ -207,3 +207,9 @@ def test_the_labels_the_test_split_took_are_said(report):
     assert "500 training images (70 of them with a label that training may use)" in text
     assert "18 of your labeled images were held out as the test split" in text
     assert "held out" not in data_sentence(report)  # a dataset with its own test split, or fully labeled
+
+
+def test_a_run_measured_on_a_validation_slice_says_so(report):
+    text = data_sentence(replace(report, validation_slice=True))
+    assert "validation slice of the training images (`data.validation_fraction`)" in text
+    assert "the test split was not used" in text and "validation slice" not in data_sentence(report)
