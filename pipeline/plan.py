@@ -147,7 +147,8 @@ def build_plan(cfg: ExperimentConfig, code: str | None = None) -> Plan:
     plan: Plan = {}
     versions: dict[str, str] = {}
     for run in stage_runs(cfg):
-        upstream = {name: plan[i.run].fingerprint for name, i in run.inputs.items()}
+        # The file too: two budgets read different subset files of one subsets run.
+        upstream = {name: f"{plan[i.run].fingerprint}/{i.file or ''}" for name, i in run.inputs.items()}
         if run.module == "subsets":  # user-supplied lists: their content, not their path, decides the subsets
             upstream = {f"list:{name}": file_sha256(path) for name, path in run.config.user_lists.items()}
         if cfg.data.labels is not None and run.module not in LABEL_FREE:
