@@ -302,9 +302,19 @@ class CropFlipAugment:
         return crop_resize(images, boxes, self.size, flip)
 
 
+EVAL_CROP_PROPORTION = 0.875  # the reference's evaluation crop for images larger than SMALL_IMAGE_SIDE
+SMALL_IMAGE_SIDE = 32  # at this side or less the reference evaluates the whole image (official tf2/data.py)
+
+
+def evaluation_crop_proportion(size: int) -> float:
+    """The share of the shorter side the evaluation crop keeps for views of `size` pixels."""
+    return 1.0 if size <= SMALL_IMAGE_SIDE else EVAL_CROP_PROPORTION
+
+
 @dataclass(frozen=True)
 class CenterCrop:
-    """Evaluation: centre crop of `proportion` of the shorter side, resized to `size`."""
+    """Evaluation: centre crop of `proportion` of the shorter side, resized to `size`. `CenterCrop.for_evaluation`
+    takes the reference's proportion for the size."""
 
     size: int
     proportion: float = 0.875
@@ -313,6 +323,10 @@ class CenterCrop:
         _check_size(self.size)
         if not 0 < self.proportion <= 1:
             raise ValueError(f"proportion must be in (0, 1], got {self.proportion!r}")
+
+    @classmethod
+    def for_evaluation(cls, size: int) -> CenterCrop:
+        return cls(size, evaluation_crop_proportion(size))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = to_float_images(images)

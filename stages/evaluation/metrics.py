@@ -33,7 +33,7 @@ def center_crops(
     """(centre-cropped float images, labels) per batch, on `device`."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split")
-    crop = CenterCrop(image_size)
+    crop = CenterCrop.for_evaluation(image_size)
     for start in range(0, len(split), batch_size):
         yield (
             crop(split.images[start : start + batch_size].to(device)),

@@ -88,7 +88,7 @@ def predict_batches(
     between batches the model and the caller's grad mode are as they were. `device`: the model's, by default."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    crop, device = CenterCrop(image_size), model_device(classifier, device)
+    crop, device = CenterCrop.for_evaluation(image_size), model_device(classifier, device)
     for ids, images in batches:
         ids = [str(i) for i in ids]
         if len(ids) != len(images):

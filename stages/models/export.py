@@ -17,9 +17,9 @@ max-pool pads like TF's "SAME" here and symmetrically in torchvision (`torchvisi
 ONNX: the classifier in eval mode, exported with torch's dynamo-based exporter (`torch.onnx.export(dynamo=True)`,
 needs `onnx` and `onnxscript`: `pip install simclrv2-pipeline[export]`). The model holds no input normalisation: it
 takes RGB floats in [0, 1] (uint8 / 255) with no mean/std normalisation, as the encoder does
-(stages/models/resnet.py), after the evaluation preprocessing (centre crop of 0.875 of the shorter side, bicubic resize
-to `image_size`; stages/data/augment.py `CenterCrop`). The class names and the rest of our metadata go into the ONNX
-model's `metadata_props`.
+(stages/models/resnet.py), after the evaluation preprocessing (stages/data/augment.py `CenterCrop.for_evaluation`:
+centre crop of 0.875 of the shorter side, none at 32 px or less, bicubic resize to `image_size`). The class names
+and the rest of our metadata go into the ONNX model's `metadata_props`.
 
 Every file is written in a temporary folder beside its destination and renamed into place when complete.
 """
@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from stages.data.augment import evaluation_crop_proportion
 from stages.models.architecture import EncoderConfig
 from stages.models.weights import LoadedClassifier
 from stages.training.files import fsync_path
@@ -50,8 +51,13 @@ ONNX_EXAMPLE_BATCH = 2  # the batch of the example input; not 1, which torch.exp
 TORCHVISION_DEPTHS = (50, 101, 152)  # torchvision's bottleneck ResNets
 INPUT_DESCRIPTION = (
     "N x 3 x {size} x {size} float32 RGB in [0, 1] (uint8 / 255), no mean/std normalisation; preprocess as in "
-    "evaluation: centre crop of 0.875 of the shorter side, bicubic resize to {size} x {size}"
+    "evaluation: centre crop of {proportion:g} of the shorter side, bicubic resize to {size} x {size}"
 )
+
+
+def input_description(image_size: int) -> str:
+    return INPUT_DESCRIPTION.format(size=image_size, proportion=evaluation_crop_proportion(image_size))
+
 
 # Our bottleneck's parts (stages/models/resnet.py `Bottleneck`) -> torchvision's names for them.
 BOTTLENECK_NAMES = {
@@ -183,7 +189,8 @@ def export_onnx(
     (N x num_classes), N free.
 
     Normalisation is not part of the model: it takes RGB in [0, 1] without mean/std normalisation, as our encoder
-    does, after the evaluation preprocessing (centre crop of 0.875 of the shorter side, bicubic resize to S). The
+    does, after the evaluation preprocessing (centre crop of 0.875 of the shorter side, none at 32 px or less,
+    bicubic resize to S). The
     metadata_props hold `class_names` (JSON, in label order), `num_classes`, `architecture` (JSON), `proj_selector`,
     `image_size` and `input`/`output` descriptions. `external_data` (default: only for models over 2 GB) puts the
     weights in `<name>.data` beside the file. Exported with torch's dynamo-based exporter (needs onnx and onnxscript).
@@ -213,7 +220,7 @@ def export_onnx(
         )
     finally:
         model.train(was_training)
-    program.model.doc_string = f"SimCLRv2 classifier; {ONNX_INPUT}: {INPUT_DESCRIPTION.format(size=image_size)}"
+    program.model.doc_string = f"SimCLRv2 classifier; {ONNX_INPUT}: {input_description(image_size)}"
     program.model.metadata_props.update(onnx_metadata(loaded, image_size))
     with staged(Path(path)) as staging:
         program.save(staging, external_data=external_data)
@@ -226,7 +233,7 @@ def onnx_metadata(loaded: LoadedClassifier, image_size: int) -> dict[str, str]:
         "architecture": json.dumps(asdict(loaded.architecture)),
         "proj_selector": str(loaded.proj_selector),
         "image_size": str(image_size),
-        "input": f"{ONNX_INPUT}: {INPUT_DESCRIPTION.format(size=image_size)}",
+        "input": f"{ONNX_INPUT}: {input_description(image_size)}",
         "output": f"{ONNX_OUTPUT}: N x {len(loaded.class_names)} class scores, in the order of class_names",
     }
 

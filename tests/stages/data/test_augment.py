@@ -435,6 +435,11 @@ def test_center_crop_skips_the_border():
     assert full[..., 0, :].min() > 0.99  # with the whole image, the frame shows
 
 
+@pytest.mark.parametrize(("size", "proportion"), [(8, 1.0), (16, 1.0), (32, 1.0), (33, 0.875), (224, 0.875)])
+def test_evaluation_keeps_whole_images_of_32_px_or_less_as_the_reference_does(size, proportion):
+    assert CenterCrop.for_evaluation(size) == CenterCrop(size, proportion)
+
+
 # --- bad input --------------------------------------------------------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ def test_predict_batches_matches_a_direct_forward_pass_in_eval_mode():
     assert [len(batch) for batch in out] == [4, 4, 2]
     model.eval()
     with torch.no_grad():
-        probs = model(CenterCrop(8)(images)).softmax(dim=1)
+        probs = model(CenterCrop.for_evaluation(8)(images)).softmax(dim=1)
     expected = probs.topk(3, dim=1)
     assert [i for batch in out for i in batch.ids] == ids
     top_classes = torch.cat([batch.top_classes for batch in out])
