@@ -4,7 +4,8 @@ fine-tuned model with the same labels), tested image by image on the same test i
 
 A comparison's verdict (`comparison`, `teacher_comparison`):
 
-    better                        significantly better (McNemar p < 0.05), so a saving may be claimed
+    better                        significantly better (McNemar p < 0.05, Holm-adjusted over every comparison with the
+                                  baseline in the report), so a saving may be claimed
     worse                         significantly worse
     no_significant_difference     the test images cannot tell the two apart
     not_tested_no_predictions     a model's test_predictions.csv is missing (a run from before it was written)
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from reports.inputs import records
-from reports.statistics import accuracy_interval, compare_paired
+from reports.statistics import SIGNIFICANCE_LEVEL, accuracy_interval, compare_paired, holm_adjusted
 
 BETTER, WORSE, NOT_SIGNIFICANT = "better", "worse", "no_significant_difference"
 NO_PREDICTIONS, DIFFERENT_IMAGES = "not_tested_no_predictions", "not_tested_different_images"
@@ -29,7 +30,16 @@ NOTHING_TO_COMPARE = "nothing_to_compare"
 TESTED = (BETTER, WORSE, NOT_SIGNIFICANT)
 INTERVAL_COLUMNS = ["test_top1_low", "test_top1_high", "teacher_test_top1_low", "teacher_test_top1_high"]
 # each SimCLRv2 model against the baseline with the same labels; difference = the model's top-1 minus the baseline's
-COMPARISON_COLUMNS = ["compared_with", "comparison", "difference", "difference_low", "difference_high", "p_value"]
+# p_value: Holm-adjusted over the report's baseline comparisons (the verdict uses it); p_value_unadjusted: one test
+COMPARISON_COLUMNS = [
+    "compared_with",
+    "comparison",
+    "difference",
+    "difference_low",
+    "difference_high",
+    "p_value",
+    "p_value_unadjusted",
+]
 # a distilled student against its teacher; teacher_difference = the student's top-1 minus the teacher's
 TEACHER_COLUMNS = [
     "teacher_comparison",
@@ -106,12 +116,22 @@ def row_comparisons(
     return out
 
 
+def adjusted_for_multiple_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The baseline comparisons' p-values Holm-adjusted over all of them, and their verdicts decided on those."""
+    tested = [row for row in rows if row.get("comparison") in TESTED]
+    for row, adjusted in zip(tested, holm_adjusted([row["p_value"] for row in tested]), strict=True):
+        row["p_value_unadjusted"], row["p_value"] = row["p_value"], adjusted
+        if adjusted >= SIGNIFICANCE_LEVEL:
+            row["comparison"] = NOT_SIGNIFICANT
+    return rows
+
+
 def with_comparisons(models: pd.DataFrame, predictions: Mapping[str, pd.Series]) -> pd.DataFrame:
     """`models` (inputs.model_table) with INTERVAL_COLUMNS for every model, COMPARISON_COLUMNS for each fine-tuned or
     distilled one and TEACHER_COLUMNS for each distilled one (`predictions`: inputs.model_predictions)."""
     rows = records(models)
     stages = {(row["kind"], row["budget"]): row for row in rows}
-    added = [row_comparisons(row, stages, predictions) for row in rows]
+    added = adjusted_for_multiple_comparisons([row_comparisons(row, stages, predictions) for row in rows])
     columns = ["teacher_test_top1", *INTERVAL_COLUMNS, *COMPARISON_COLUMNS, *TEACHER_COLUMNS]
     words = ("compared_with", "comparison", "teacher_comparison")
     table = pd.DataFrame(added, index=models.index, columns=columns)

@@ -4,7 +4,8 @@
   label cost, test accuracy with its 95% Wilson interval (`test_top1_low`, `test_top1_high`); for each SimCLRv2
   model its comparison with the baseline trained on the same labels (`compared_with`; `comparison`, one of
   reports.comparisons' verdicts; `difference` = its top-1 minus the baseline's, with its 95% interval and the McNemar
-  `p_value`), labels the baseline needs (where its curve reaches that top-1, point estimates), and, only where the
+  `p_value`, Holm-adjusted over the report's comparisons with the baseline, and `p_value_unadjusted`, the one
+  test's), labels the baseline needs (where its curve reaches that top-1, point estimates), and, only where the
   model is significantly better, the labels, money and net amount saved (`net_saving` = `money_saved` -
   `extra_compute_cost`, the SimCLRv2 route's compute beyond the baseline's); for each distilled student the same
   against its teacher (`teacher_*`). Accuracies and differences are fractions (0.653), not percentages; a blank
@@ -55,6 +56,7 @@ REPORT_CSV_COLUMNS = [
     "difference_low",
     "difference_high",
     "p_value",
+    "p_value_unadjusted",
     *SAVING_COLUMNS,
     "teacher_test_top1",
     "teacher_test_top1_low",

@@ -11,6 +11,11 @@ few points, and two models tested on it differ by chance by about as much.
   seed and the same numbers on every machine), stays inside [-1, 1], and keeps its coverage with few discordant
   images, where the simple Wald interval does not.
 
+- Several comparisons in one report (`holm_adjusted`): each model against the baseline at each budget and seed is
+  one test, and with many of them one would pass p < 0.05 by chance. Holm's step-down method adjusts the p-values so
+  that the chance of any false claim in the report stays below 0.05 (the family-wise error rate), without assuming
+  the tests independent, and is never more conservative than Bonferroni.
+
 The test (McNemar) and the interval (Newcombe) are different methods: at the edge of significance an interval may
 just exclude 0 while p is just above 0.05, or the other way round. The report decides with the p-value alone.
 
@@ -151,3 +156,15 @@ def compare_paired(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[b
         high=high,
         p_value=mcnemar_p_value(counts.only_a, counts.only_b),
     )
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: the k-th smallest p times (m - k + 1), made non-decreasing in that
+    order and capped at 1 (Holm 1979)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted

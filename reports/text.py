@@ -302,9 +302,10 @@ def statistics_assumptions(report: LabelBudgetReport) -> list[str]:
         "the other wrong tell them apart. The p-value (exact McNemar test) is the chance of a split at least this "
         "lopsided if both models were in fact equally good; a difference is significant when p < "
         f"{LEVEL}. The 95% interval of a difference is Newcombe's score interval for paired proportions. A saving is "
-        f"claimed only for a SimCLRv2 model significantly better than the baseline trained on the same labels. With "
-        f"two SimCLRv2 models and several budgets compared, one of them may pass p < {LEVEL} by chance now and then, "
-        "so a single borderline p-value deserves a second run before money is moved on it.",
+        "claimed only for a SimCLRv2 model significantly better than the baseline trained on the same labels. With "
+        "two SimCLRv2 models, several budgets and seeds compared, one of them would pass by chance now and then, so "
+        "the p-values against the baseline are Holm-adjusted over all of those comparisons: the chance that any claim "
+        f"in this report is a false one stays below {LEVEL} (the intervals are not adjusted).",
         "Net saving: the money saved on labels minus the extra compute the SimCLRv2 route cost: pretraining (counted "
         "in full for each budget, although one pretraining serves them all), that budget's fine-tuning and, for the "
         "distilled model, its distillation, minus the compute of the supervised baseline trained on the same labels. "

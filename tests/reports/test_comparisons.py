@@ -11,6 +11,7 @@ from reports.comparisons import (
     NOT_SIGNIFICANT,
     NOTHING_TO_COMPARE,
     WORSE,
+    adjusted_for_multiple_comparisons,
     aligned,
 )
 from reports.inputs import model_predictions, records
@@ -32,15 +33,16 @@ def test_every_accuracy_has_its_wilson_interval(report):
 
 def test_each_simclr_model_against_the_baseline_with_the_same_labels(report):
     rows = rows_of(report)
-    expected = {  # stage: (baseline, verdict, difference, p); right/wrong from the fixture's nested windows
-        "finetune[20labels]": ("baseline[20labels]", BETTER, 0.10, 2 / 2**50),  # 50 images only it gets right
-        "distill[20labels]": ("baseline[20labels]", BETTER, 0.15, 2 / 2**75),
-        "finetune[10pct]": ("baseline[10pct]", BETTER, 0.25, 2 / 2**125),
-        "distill[10pct]": ("baseline[10pct]", WORSE, -0.25, 2 / 2**125),
+    expected = {  # stage: (baseline, verdict, difference, p, Holm's factor over the 4 tests); fixture's windows
+        "finetune[20labels]": ("baseline[20labels]", BETTER, 0.10, 2 / 2**50, 1),  # 50 images only it gets right
+        "distill[20labels]": ("baseline[20labels]", BETTER, 0.15, 2 / 2**75, 2),
+        "finetune[10pct]": ("baseline[10pct]", BETTER, 0.25, 2 / 2**125, 4),
+        "distill[10pct]": ("baseline[10pct]", WORSE, -0.25, 2 / 2**125, 4),
     }
-    for stage, (baseline, verdict, difference, p) in expected.items():
+    for stage, (baseline, verdict, difference, p, factor) in expected.items():
         row = rows[stage]
-        assert (row["compared_with"], row["comparison"], row["p_value"]) == (baseline, verdict, p)
+        assert (row["compared_with"], row["comparison"], row["p_value_unadjusted"]) == (baseline, verdict, p)
+        assert row["p_value"] == pytest.approx(factor * p)
         assert row["difference"] == pytest.approx(difference)
         assert row["difference_low"] < row["difference"] < row["difference_high"]
     assert rows["baseline[20labels]"]["comparison"] is None  # the baseline is what the others are compared with
@@ -130,3 +132,11 @@ def test_nothing_to_compare_without_a_baseline_or_teacher(tmp_path):
     row = rows_of(report_of(make_run(tmp_path, alone)))["distill[20labels]"]
     assert (row["compared_with"], row["comparison"], row["difference"]) == (None, NOTHING_TO_COMPARE, None)
     assert (row["teacher_comparison"], row["teacher_test_top1"]) == (NOTHING_TO_COMPARE, None)
+
+
+def test_a_p_value_below_005_alone_is_no_claim_among_several_comparisons():
+    rows = [{"comparison": BETTER, "p_value": p} for p in (0.001, 0.03, 0.2)] + [{"comparison": None}]
+    adjusted = adjusted_for_multiple_comparisons(rows)
+    assert [row["comparison"] for row in adjusted] == [BETTER, NOT_SIGNIFICANT, NOT_SIGNIFICANT, None]
+    assert [row.get("p_value") for row in adjusted[:3]] == pytest.approx([0.003, 0.06, 0.2])
+    assert adjusted[1]["p_value_unadjusted"] == 0.03

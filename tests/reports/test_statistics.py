@@ -8,6 +8,7 @@ from reports.statistics import (
     PairedCounts,
     accuracy_interval,
     compare_paired,
+    holm_adjusted,
     mcnemar_p_value,
     paired_counts,
     paired_difference_interval,
@@ -102,3 +103,9 @@ def test_compare_paired_needs_the_same_images():
         paired_counts([True, False], [True])
     with pytest.raises(ValueError, match="no test images"):
         compare_paired([], [])
+
+
+def test_holm_multiplies_the_kth_smallest_p_by_the_tests_left_and_keeps_the_order():
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm_adjusted([0.02]) == [0.02] and holm_adjusted([]) == []
