@@ -40,7 +40,8 @@ TOP_K_NOTE = (
 )
 SAVINGS_NOTE = (
     "Each SimCLRv2 model is first compared with the supervised baseline trained on the same labels, image by image on "
-    "the same test images. A saving is claimed only where the SimCLRv2 model is significantly better (p < {LEVEL}); "
+    "the same test images. A saving is claimed only where the SimCLRv2 model is significantly better (p < "
+    f"{LEVEL}, Holm-adjusted over every such comparison in the report); "
     "elsewhere the row says why, and no labels or money saved are claimed. Labels saved = labels the supervised "
     "baseline needs for the same top-1 accuracy minus the labels the SimCLRv2 model used (a negative number: the "
     "baseline needs fewer). It is given only where the need falls between two measured baseline budgets; at or "

@@ -213,3 +213,8 @@ def test_a_run_measured_on_a_validation_slice_says_so(report):
     text = data_sentence(replace(report, validation_slice=True))
     assert "validation slice of the training images (`data.validation_fraction`)" in text
     assert "the test split was not used" in text and "validation slice" not in data_sentence(report)
+
+
+def test_no_template_field_is_left_in_the_report(report):
+    text = render_markdown(report)
+    assert "{" not in text and "p < 0.05, Holm-adjusted" in text  # an f-string missing its f shows its braces
