@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reports.comparisons import COMPARISON_COLUMNS, TEACHER_COLUMNS
 from reports.inputs import records
 from reports.label_budget import LabelBudgetReport
 from reports.labels_needed import SAVING_COLUMNS
@@ -50,22 +51,12 @@ REPORT_CSV_COLUMNS = [
     "test_top1_low",
     "test_top1_high",
     "test_top5",
-    "compared_with",
-    "comparison",
-    "difference",
-    "difference_low",
-    "difference_high",
-    "p_value",
-    "p_value_unadjusted",
+    *COMPARISON_COLUMNS,
     *SAVING_COLUMNS,
     "teacher_test_top1",
     "teacher_test_top1_low",
     "teacher_test_top1_high",
-    "teacher_comparison",
-    "teacher_difference",
-    "teacher_difference_low",
-    "teacher_difference_high",
-    "teacher_p_value",
+    *TEACHER_COLUMNS,
 ]
 COMPUTE_CSV_COLUMNS = [
     "stage",
