@@ -76,8 +76,7 @@ class DistillConfig:
     warmup_epochs: Annotated[StrictFloat, Ge(0)] = 0.5
     """epochs of linear learning-rate warm-up before the cosine decay"""
     temperature: Annotated[StrictFloat, Gt(0)] = 1.0
-    """tau of both distributions (the paper: 0.1 for self-distillation, 1.0 big-to-small; at the quickstart's
-    learning rate 0.1 sent the student to chance: docs/results.md)"""
+    """tau of both distributions (the paper: 0.1 for self-distillation, 1.0 big-to-small; see docs/results.md)"""
     alpha: Annotated[StrictFloat, Ge(0), Le(1)] = 1.0
     """the paper's Eq. 3: the weight of the distillation term, 1 - alpha that of the cross-entropy on the subset's
     labeled rows; 1: labels unused"""

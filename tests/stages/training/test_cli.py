@@ -293,7 +293,8 @@ def test_help_shows_each_flags_help_text_and_default(capsys, monkeypatch):
         "--subset PATH",
         "--config-json JSON",
         "--temperature FLOAT",
-        "tau of both distributions (0.1 was best for self-distillation in the paper) (default: 1.0)",
+        "tau of both distributions (the paper: 0.1 for self-distillation, 1.0 big-to-small; see docs/results.md) "
+        "(default: 1.0)",
         "--tensorboard, --no-tensorboard",
         "--data.skip-bad-images, --data.no-skip-bad-images",
         "--data.source STR",
