@@ -120,9 +120,20 @@ def build_finetune_model(
 
 def fitted_to(config: FinetuneConfig, num_labels: int, world: int) -> FinetuneConfig:
     """The config for this many labels: a batch of at most the labels, and `steps` turned into epochs."""
+    if num_labels < world:
+        raise ValueError(
+            f"{num_labels} labels cannot fill one batch over {world} processes: use a budget of at least {world} "
+            "labels, or fewer processes (launch.num_processes)"
+        )
     batch = batch_that_fits(config.batch_size, num_labels, world)
     if batch != config.batch_size:
-        log.info("batch_size %d is more than the %d labels: each step takes %d", config.batch_size, num_labels, batch)
+        log.info(
+            "batch_size %d -> %d: at most the %d labels, divisible by the %d processes",
+            config.batch_size,
+            batch,
+            num_labels,
+            world,
+        )
     epochs = config.epochs if config.steps is None else config.steps / (num_labels // batch)
     return dataclasses.replace(config, batch_size=batch, epochs=epochs)
 

@@ -252,6 +252,11 @@ def test_steps_set_the_schedule_whatever_the_budget(labels, world, batch, epochs
     assert fitted_to(tiny_config(batch_size=48, epochs=7.0), 144, 1).epochs == 7.0  # no steps: the epochs
 
 
+def test_fewer_labels_than_processes_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"3 labels cannot fill one batch over 4 processes.*launch.num_processes"):
+        fitted_to(tiny_config(batch_size=48, steps=10), 3, 4)
+
+
 # --- command line ---------------------------------------------------------------------------------------------------
 
 
