@@ -146,7 +146,6 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
     architecture = config.student or teacher.architecture
     student, proj_selector = initial_student(config, architecture, inputs["teacher"], train.num_classes)
 
-    images = train.images.to(device)
     labels = subset_labels(train, inputs["subset"]).to(device) if config.alpha < 1 else None
 
     def loss_against_teacher(model: nn.Module, views: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -155,7 +154,7 @@ def run(config: DistillConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
         batch_labels = labels[rows] if labels is not None else None
         return distillation_loss(model(views), teacher_logits, config.temperature, batch_labels, config.alpha)
 
-    result = train_classifier(accelerator, student, images, loss_against_teacher, config, out_dir, "distill")
+    result = train_classifier(accelerator, student, train.images, loss_against_teacher, config, out_dir, "distill")
     metrics = {
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "steps": result.total_steps,

@@ -146,12 +146,12 @@ def fine_tune(
     out_dir: Path,
     tracker: str,
 ) -> TrainingResult:
-    images, labels = labeled.images.to(accelerator.device), labeled.labels.to(accelerator.device)
+    labels = labeled.labels.to(accelerator.device)
 
     def supervised_loss(model: nn.Module, views: torch.Tensor, batch_rows: torch.Tensor) -> torch.Tensor:
         return cross_entropy(model(views).float(), labels[batch_rows])
 
-    return train_classifier(accelerator, model, images, supervised_loss, config, out_dir, tracker)
+    return train_classifier(accelerator, model, labeled.images, supervised_loss, config, out_dir, tracker)
 
 
 def linear_on_frozen_features(

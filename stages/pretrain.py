@@ -23,7 +23,8 @@ from torch import nn
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches
-from stages.data.sources import DataConfig, load_train, open_train_rows
+from stages.data.sources import DataConfig, load_train
+from stages.data.stored_images import StoredImages
 from stages.data.views import InMemoryViews, PairedViews, StreamedViews
 from stages.losses.nt_xent import nt_xent
 from stages.models.architecture import EncoderConfig, build_pretrain_model
@@ -74,11 +75,6 @@ class PretrainConfig:
     """torch.compile the model (inductor; the first steps are slow while it compiles)"""
     activation_checkpointing: Annotated[StrictBool, SPEED_ONLY] = False
     """recompute each residual block in backward: less memory, about 1/3 more compute"""
-    in_memory: StrictBool = True
-    """decode every image once and augment on the device; off: loader workers decode and crop each step (data
-    larger than memory; data.image_size is then not applied: crops come from the originals)"""
-    loader_workers: Annotated[StrictInt, Ge(0), SPEED_ONLY] = 8
-    """CPU processes decoding and cropping when in_memory is off"""
     checkpoint_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 100
     """optimiser steps between resumable states"""
     log_every: Annotated[StrictInt, Ge(1), SPEED_ONLY] = 10
@@ -144,12 +140,11 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
 def pretraining_views(config: PretrainConfig, rank: int, world: int, device: torch.device) -> PairedViews:
     """Where each step's two views come from: images decoded once and kept on the device, or loader workers."""
     augment = SimCLRAugment(config.image_size, config.color_strength, config.blur)
-    if config.in_memory:
-        train = load_train(config.data)  # every training image, labeled or not
-        return InMemoryViews(train.images.to(device), augment, config.batch_size, config.seed, rank, world)
-    rows = open_train_rows(config.data)
-    crops = CropBatches(rows, config.data, config.image_size, config.batch_size, config.seed, rank, world)
-    return StreamedViews(crops, augment, config.loader_workers, device)
+    images = load_train(config.data).images  # every training image, labeled or not
+    if isinstance(images, StoredImages):  # streamed (data.in_memory, stages/data/memory_rule.py)
+        crops = CropBatches(images, config.image_size, config.batch_size, config.seed, rank, world)
+        return StreamedViews(crops, augment, images.workers, device)
+    return InMemoryViews(images.to(device), augment, config.batch_size, config.seed, rank, world)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -283,7 +283,7 @@ def run_case(
         (f"data path alone: streamed JPEGs, {settings.workers} workers", False),
         ("whole step: streamed JPEGs", True),
     ):
-        crops = CropBatches(rows, DataConfig(source=jpeg_source), case.size, case.batch, seed=int(with_model))
+        crops = CropBatches(rows, case.size, case.batch, seed=int(with_model))
         streamed = StreamedViews(crops, augment, settings.workers, device)
         step = endless_steps(streamed)
         measured_step = (lambda index, step=step: train_step(step(index))) if with_model else step

@@ -301,6 +301,14 @@ class CropFlipAugment:
         flip = _rand((images.shape[0],), generator, images.device) < 0.5
         return crop_resize(images, boxes, self.size, flip)
 
+    def from_crops(self, crops: torch.Tensor, generator: Random = None) -> torch.Tensor:
+        """Views from crops already cut and resized to `size` (by the data loader's workers): the flip alone."""
+        crops = to_float_images(crops)
+        if crops.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"crops must be {self.size} x {self.size}, got {tuple(crops.shape[-2:])}")
+        flip = _per_sample(_rand((crops.shape[0],), generator, crops.device) < 0.5)
+        return torch.where(flip, crops.flip(-1), crops)
+
 
 EVAL_CROP_PROPORTION = 0.875  # the reference's evaluation crop for images larger than SMALL_IMAGE_SIDE
 SMALL_IMAGE_SIDE = 32  # at this side or less the reference evaluates the whole image (official tf2/data.py)

@@ -14,25 +14,22 @@ Its workers start from a forkserver, so a script that pretrains with them must g
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 import torch
-from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from stages.data.augment import crop_boxes
-from stages.data.decoding import path_of, to_rgb
+from stages.data.decoding import open_image, to_rgb
 from stages.data.errors import DataError
-from stages.data.sources import DataConfig
+from stages.data.stored_images import StoredImages
 from stages.training.batches import local_batch, step_generator
 
 log = logging.getLogger(__name__)
@@ -44,87 +41,82 @@ PREFETCH = 4  # steps each worker prepares ahead
 
 
 class CropBatches(torch.utils.data.Dataset):
-    """One training step per item: the decoded, cropped and resized uint8 views of this process's rows."""
+    """One training step per item: (step, the decoded, cropped and resized uint8 views of this process's rows, the
+    rows they come from). `views` crops per image: 2 for pretraining's pairs, 1 for crop + flip training."""
 
     def __init__(
         self,
-        rows: Dataset,
-        data: DataConfig,
+        images: StoredImages,
         size: int,
         global_batch: int,
         seed: int,
         rank: int = 0,
         world: int = 1,
         crop_scale: tuple[float, float] = (0.08, 1.0),
+        views: int = 2,
     ) -> None:
-        self.rows, self.data, self.size = rows, data, size
+        self.images, self.size = images, size
         self.global_batch, self.seed, self.rank, self.world = global_batch, seed, rank, world
-        self.crop_scale = crop_scale
+        self.crop_scale, self.views = crop_scale, views
 
-    def __getitem__(self, step: int) -> tuple[int, torch.Tensor]:
-        indices = local_batch(len(self.rows), self.global_batch, step, self.seed, self.rank, self.world).tolist()
+    def __getitem__(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        indices = local_batch(len(self.images), self.global_batch, step, self.seed, self.rank, self.world).tolist()
         opened = [self._open(row) for row in indices]  # per slot: (rows skipped to reach a readable one, image)
         oriented = torch.tensor([oriented_size(image) for _, image in opened], dtype=torch.float64)  # B x (w, h)
         boxes = self._boxes(step, oriented)
-        crops = np.empty((2, len(opened), self.size, self.size, 3), dtype=np.uint8)
+        crops = np.empty((self.views, len(opened), self.size, self.size, 3), dtype=np.uint8)
         for i, row in enumerate(indices):
             while True:
                 skipped, image = opened[i]
                 try:
-                    crops[0, i], crops[1, i] = cut_crops(image, [boxes[0][i].tolist(), boxes[1][i].tolist()], self.size)
+                    crops[:, i] = cut_crops(image, [view[i].tolist() for view in boxes], self.size)
                     break
                 except Exception as error:  # a header that parses but data that does not decode (e.g. truncated)
-                    self._unreadable((row + skipped) % len(self.rows), error)
+                    self._unreadable((row + skipped) % len(self.images), error)
                     opened[i] = self._open(row, skipped + 1)
                     # A box's draws do not depend on the sizes: redrawn, the other rows' boxes stay the same.
                     oriented[i] = torch.tensor(oriented_size(opened[i][1]), dtype=torch.float64)
                     boxes = self._boxes(step, oriented)
+        used = torch.tensor(
+            [(row + skipped) % len(self.images) for row, (skipped, _) in zip(indices, opened, strict=True)]
+        )
         # NHWC memory seen as NCHW: a channels_last batch, which is what the model consumes.
-        return step, torch.from_numpy(crops).flatten(0, 1).permute(0, 3, 1, 2)
+        return step, torch.from_numpy(crops).flatten(0, 1).permute(0, 3, 1, 2), used
 
     def _boxes(self, step: int, oriented: torch.Tensor) -> list[torch.Tensor]:
-        """Both views' crop boxes for images of these (width, height): first every view-1 box, then every view-2
+        """Every view's crop boxes for images of these (width, height): first every view-1 box, then every view-2
         box (the draw order of the in-memory path), from the step's own stream."""
         generator = step_generator(
             self.seed, step, self.rank, self.world, self.global_batch, torch.device("cpu"), CROP_STREAM
         )
-        return [crop_boxes(oriented[:, 1], oriented[:, 0], generator, self.crop_scale) for _ in range(2)]
+        return [crop_boxes(oriented[:, 1], oriented[:, 0], generator, self.crop_scale) for _ in range(self.views)]
 
     def _open(self, row: int, first_attempt: int = 0) -> tuple[int, PIL.Image.Image]:
         """The image of `row`, opened lazily (header only), and how many rows were skipped to reach it: an
         unreadable one is named, or skipped for the next."""
         for attempt in range(first_attempt, MAX_REPLACEMENTS):
-            candidate = (row + attempt) % len(self.rows)
+            candidate = (row + attempt) % len(self.images)
             try:
-                image = open_image(self.rows[candidate][self.data.image_column])
+                image = open_image(self.images.value(candidate))
                 image.size  # noqa: B018 - the header is parsed here, so a broken file fails here
                 return attempt, image
             except Exception as error:
                 self._unreadable(candidate, error)
-        raise DataError(f"{self.data.source}: {MAX_REPLACEMENTS} consecutive images from row {row} are unreadable")
+        raise DataError(f"{self.images.source}: {MAX_REPLACEMENTS} consecutive images from row {row} are unreadable")
 
     def _unreadable(self, row: int, error: Exception) -> None:
-        """Name the unreadable image of `row`, or, with `skip_bad_images`, warn and return to skip it."""
-        value = self.rows[row][self.data.image_column]
-        where = f"row {row} of split {self.data.train_split!r} ({path_of(value) or 'embedded'})"
-        if not self.data.skip_bad_images:
-            raise DataError(
-                f"{self.data.source}: cannot read the image at {where}: {type(error).__name__}: {error}. "
-                "Fix or remove the file, or set `skip_bad_images: true` to skip unreadable images."
-            ) from None
-        log.warning("skipping unreadable image %s: %s", where, error)
+        unreadable(self.images, row, error)
 
 
-def open_image(value: Any) -> PIL.Image.Image:
-    """A PIL image from a `datasets` image value (`{"bytes", "path"}`, a path, or a PIL image), not yet decoded."""
-    if isinstance(value, PIL.Image.Image):
-        return value
-    if isinstance(value, dict) and value.get("bytes") is not None:
-        return PIL.Image.open(io.BytesIO(value["bytes"]))
-    path = path_of(value)
-    if path is None:
-        raise ValueError(f"not an image value: {type(value).__name__}")
-    return PIL.Image.open(path)
+def unreadable(images: StoredImages, row: int, error: Exception) -> None:
+    """Name the unreadable image of `row`, or, with `skip_bad_images`, warn and return to skip it."""
+    where = images.where(row)
+    if not images.skip_bad:
+        raise DataError(
+            f"{images.source}: cannot read the image at {where}: {type(error).__name__}: {error}. "
+            "Fix or remove the file, or set `skip_bad_images: true` to skip unreadable images."
+        ) from None
+    log.warning("skipping unreadable image %s: %s", where, error)
 
 
 def oriented_size(image: PIL.Image.Image) -> tuple[int, int]:
@@ -177,9 +169,10 @@ class CropStream:
     workers: int
     device: torch.device
     prefetch: int = PREFETCH
-    _iterator: Iterator[tuple[int, torch.Tensor]] | None = None
+    _iterator: Iterator[tuple[int, torch.Tensor, torch.Tensor]] | None = None
 
-    def __call__(self, step: int) -> torch.Tensor:
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the step's crops on the device, the rows they come from, on the CPU)."""
         if self._iterator is None:
             loader = DataLoader(
                 self.batches,
@@ -191,7 +184,7 @@ class CropStream:
                 multiprocessing_context=worker_context() if self.workers else None,
             )
             self._iterator = iter(loader)
-        loaded_step, crops = next(self._iterator)
+        loaded_step, crops, rows = next(self._iterator)
         if loaded_step != step:
             raise RuntimeError(f"the crop loader produced step {loaded_step} where step {step} was expected")
-        return crops.to(self.device, non_blocking=True)  # from pinned memory: the host does not wait
+        return crops.to(self.device, non_blocking=True), rows  # from pinned memory: the host does not wait

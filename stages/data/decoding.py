@@ -3,6 +3,7 @@ that a bad image is named (row and file), or skipped and counted when `skip_bad`
 
 from __future__ import annotations
 
+import io
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,6 +90,19 @@ def decode_rows(
     if skipped:
         logger.warning("%s: skipped %d unreadable images in split %r", source, skipped, split)
     return DecodedRows(arrays, paths, [f"{split}-{row}" for row in range(len(arrays))])
+
+
+def open_image(value: Any) -> PIL.Image.Image:
+    """A PIL image from an image value (`{"bytes", "path"}`, a path, a PIL image or an array), not yet decoded
+    (PIL reads the header only, so a loader can choose a reduced JPEG scale first)."""
+    if isinstance(value, PIL.Image.Image):
+        return value
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return PIL.Image.open(io.BytesIO(value["bytes"]))
+    path = path_of(value)
+    if path is not None:
+        return PIL.Image.open(path)
+    return to_pil(value)  # an array column
 
 
 def path_of(value: Any) -> str | None:

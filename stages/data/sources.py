@@ -47,12 +47,14 @@ from annotated_types import Ge, Gt, Lt
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from pydantic import StrictBool, StrictFloat, StrictInt
 
-from stages.config_schema import InvalidConfig, config_dataclass
+from stages.config_schema import SPEED_ONLY, InvalidConfig, config_dataclass
 from stages.data.decoding import DecodedRows, UnreadableImage, decode_rows, stack_images, undecoded
 from stages.data.errors import DataError
 from stages.data.ids import joined_ids, row_ids
 from stages.data.labels import UNLABELED
 from stages.data.labels_file import read_labels_file
+from stages.data.memory_rule import keeps_in_memory
+from stages.data.stored_images import StoredImages, UndecodedRows, stored
 from stages.data.validation import rows_without, split_off_validation, validation_rows
 
 logger = logging.getLogger(__name__)
@@ -97,11 +99,17 @@ class DataConfig:
     """seed of the held-out test split"""
     skip_bad_images: StrictBool = False
     """skip (and count) unreadable images instead of failing"""
+    in_memory: StrictBool | None = None
+    """decode every image once and keep it in memory (fast for small data), or off: stream them from the source
+    through loader workers, crops cut from the originals (data larger than memory; `image_size` is then not applied);
+    None: in memory when the decoded images take at most 2 GB (stages/data/memory_rule.py)"""
+    loader_workers: Annotated[StrictInt, Ge(0), SPEED_ONLY] = 8
+    """CPU processes per training process that decode and crop streamed images (0: the training process itself)"""
 
 
 @dataclass
 class ImageSplit:
-    images: torch.Tensor  # N x 3 x H x W uint8, decoded once, kept in memory
+    images: torch.Tensor | StoredImages  # N x 3 x H x W uint8 decoded once and kept in memory, or streamed
     labels: torch.Tensor  # N int64 in 0..num_classes-1, or UNLABELED
     ids: list[str]  # per row: the file name when rows have unique file names, else "<split>-<row>" (stages/data/ids.py)
     class_names: list[str]
@@ -147,6 +155,7 @@ class SourceRows:
     class_keys: list[Any]
     ids: list[str]
     fully_labeled: bool  # the benchmark case: the source labels every training image itself, and no pool is added
+    in_memory: bool  # images decoded once into memory; else streamed from the source (stages/data/memory_rule.py)
 
     def labels(self) -> torch.Tensor:
         index_of = {key: index for index, key in enumerate(self.class_keys)}
@@ -174,7 +183,8 @@ def train_and_test(source: SourceRows, config: DataConfig) -> tuple[ImageSplit, 
     if source.test is not None:
         test_labels = test_split_labels(source, config)
         train = build_split(decode_training_rows(source, config), labels, class_names, config.train_split)
-        test = build_split(decode(source.test, config.test_split, config), test_labels, class_names, config.test_split)
+        test_rows = read_rows(source.test, config.test_split, config, source.in_memory)
+        test = build_split(test_rows, test_labels, class_names, config.test_split)
         return train, check_same_size_across(train, test, config)
 
     held_out = f"{config.test_split} (held out from {config.train_split})"
@@ -209,35 +219,14 @@ def load_train(config: DataConfig) -> ImageSplit:
     return train
 
 
-def open_train_rows(config: DataConfig) -> Dataset:
-    """The training rows exactly as `load_splits` keeps them (in the benchmark case, a held-out test split removed),
-    with only the image column, left undecoded (`{"bytes", "path"}`): for loader workers that decode images as they
-    need them."""
-    source = source_rows(config)
-    train = undecoded(source.train.select_columns([config.image_column]), config.image_column)
-    if removes_training_rows(source, config):
-        return train.select(benchmark_training_rows(source, config).tolist())
-    if source.pool is None:
-        return train
-    pool = undecoded(source.pool.select_columns([config.image_column]), config.image_column)
-    return datasets.concatenate_datasets([train, pool.cast(train.features)])
+def open_train_rows(config: DataConfig) -> StoredImages:
+    """The training images exactly as `load_train` keeps them, left undecoded (streamed), whatever the size rule."""
+    return load_train(dataclasses.replace(config, in_memory=False)).images
 
 
 def removes_training_rows(source: SourceRows, config: DataConfig) -> bool:
     """The benchmark case takes its held-out test split, or its validation slice, out of the training images."""
     return source.fully_labeled and (source.test is None or config.validation_fraction is not None)
-
-
-def benchmark_training_rows(source: SourceRows, config: DataConfig) -> torch.Tensor:
-    """The training rows the benchmark case keeps, found from the labels alone (no image decoded)."""
-    labels = source.labels()
-    rows = torch.arange(len(labels))
-    if source.test is None:
-        _log_holdout(config)
-        rows = stratified_split(labels, config)[0]
-    if config.validation_fraction is not None:
-        rows = rows[rows_without(len(rows), validation_rows(labels[rows], config.validation_fraction, config.seed))]
-    return rows
 
 
 def source_rows(config: DataConfig) -> SourceRows:
@@ -265,7 +254,9 @@ def source_rows(config: DataConfig) -> SourceRows:
         keys = apply_labels_file(keys, ids, feature, config)
     class_keys = class_keys_of(feature, [key for key in keys if key is not None])
     _log_label_counts(keys, config)
-    return SourceRows(train, pool, test, keys, class_keys, ids, fully_labeled)
+    splits = [split for split in (train, pool, test) if split is not None]
+    in_memory = keeps_in_memory(config.in_memory, splits, config.image_column, config.image_size, config.source)
+    return SourceRows(train, pool, test, keys, class_keys, ids, fully_labeled, in_memory)
 
 
 def label_feature(train: Dataset, test: Dataset | None, config: DataConfig) -> Any:
@@ -274,11 +265,19 @@ def label_feature(train: Dataset, test: Dataset | None, config: DataConfig) -> A
     return feature if feature is not None or test is None else test.features.get(config.label_column)
 
 
-def decode_training_rows(source: SourceRows, config: DataConfig) -> DecodedRows:
-    rows = decode(source.train, config.train_split, config)
+def decode_training_rows(source: SourceRows, config: DataConfig) -> DecodedRows | UndecodedRows:
+    rows = read_rows(source.train, config.train_split, config, source.in_memory)
     if source.pool is None:
         return rows
-    return rows.joined(decode(source.pool, UNLABELED_SPLIT, config), UNLABELED_SPLIT)
+    return rows.joined(read_rows(source.pool, UNLABELED_SPLIT, config, source.in_memory), UNLABELED_SPLIT)
+
+
+def read_rows(dataset: Dataset, split: str, config: DataConfig, in_memory: bool) -> DecodedRows | UndecodedRows:
+    """The split's rows: decoded now (in memory), or left in the source for loader workers (streamed)."""
+    if in_memory:
+        return decode(dataset, split, config)
+    images = stored(dataset, config.image_column, split, config.source, config.skip_bad_images, config.loader_workers)
+    return UndecodedRows(images, source_paths(dataset, config), [f"{split}-{row}" for row in range(len(dataset))])
 
 
 def decode(dataset: Dataset, split: str, config: DataConfig) -> DecodedRows:
@@ -723,8 +722,16 @@ def map_labels(keys: Sequence[Any], index_of: dict[Any, int], split: str, config
 
 
 def build_split(
-    rows: DecodedRows, labels: torch.Tensor, class_names: list[str], split: str, held_out: torch.Tensor | None = None
+    rows: DecodedRows | UndecodedRows,
+    labels: torch.Tensor,
+    class_names: list[str],
+    split: str,
+    held_out: torch.Tensor | None = None,
 ) -> ImageSplit:
+    if isinstance(rows, UndecodedRows):  # streamed: unreadable images are found (and skipped) as they are read
+        if len(rows.ids) == 0:
+            raise DataError(f"split {split!r} has no images; check the source and its split names")
+        return ImageSplit(rows.images, labels.clone(), rows.ids, class_names, 0, held_out, rows.paths)
     kept = [row for row, array in enumerate(rows.arrays) if array is not None]
     skipped = len(rows.arrays) - len(kept)
     if not kept:
@@ -747,6 +754,8 @@ def build_split(
 
 def check_same_size_across(train: ImageSplit, test: ImageSplit, config: DataConfig) -> ImageSplit:
     """The test split, once it is known to have the train split's image size (later stages mix the two)."""
+    if isinstance(train.images, StoredImages):  # streamed crops are cut and resized from each original
+        return test
     (train_h, train_w), (test_h, test_w) = train.images.shape[2:], test.images.shape[2:]
     if (train_h, train_w) != (test_h, test_w):
         raise DataError(

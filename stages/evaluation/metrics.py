@@ -3,14 +3,17 @@ predictions, agreement between two classifiers, and the features of a frozen enc
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from stages.data.augment import CenterCrop
+from stages.data.augment import CenterCrop, to_float_images
+from stages.data.eval_crops import streamed_eval_crops
 from stages.data.sources import ImageSplit
+from stages.data.stored_images import StoredImages
 
 TOP_K = 5
 
@@ -29,16 +32,31 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def center_crops(
     split: ImageSplit, image_size: int, batch_size: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(centre-cropped float images, labels) per batch, on `device`."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(centre-cropped float images, labels, rows) per batch, on `device` (rows on the CPU): from the images in
+    memory, or streamed from the source by loader workers. A streamed image that turns out unreadable (under
+    `skip_bad_images`) is left out of its batch, so `rows` says which rows of the split the batch holds."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split")
+    if isinstance(split.images, StoredImages):
+        batches = streamed_eval_crops(split.images, image_size, batch_size, split.images.workers, device)
+        for rows, crops, readable in batches:
+            kept = rows[readable]
+            if len(kept):
+                yield to_float_images(crops[readable.to(device)]), split.labels[kept].to(device), kept
+        return
     crop = CenterCrop.for_evaluation(image_size)
     for start in range(0, len(split), batch_size):
-        yield (
-            crop(split.images[start : start + batch_size].to(device)),
-            split.labels[start : start + batch_size].to(device),
-        )
+        rows = torch.arange(start, min(start + batch_size, len(split)))
+        yield crop(split.images[rows].to(device)), split.labels[rows].to(device), rows
+
+
+def per_row(split: ImageSplit, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], width: int) -> torch.Tensor:
+    """`N x width` float rows on the CPU from (values, rows) batches; NaN where a row was left out (unreadable)."""
+    values = torch.full((len(split), width), float("nan"))
+    for batch, rows in batches:
+        values[rows] = batch.float().cpu()
+    return values
 
 
 def model_device(model: nn.Module, device: torch.device | None) -> torch.device:
@@ -50,13 +68,14 @@ def top_k_accuracy(
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy; with fewer than 5 classes "top5" is top-`num_classes` (trivially 1.0)."""
     k = min(TOP_K, split.num_classes)
-    hits_top1 = hits_topk = 0
+    hits_top1 = hits_topk = evaluated = 0
     with eval_mode(classifier):
-        for images, labels in center_crops(split, image_size, batch_size, model_device(classifier, device)):
+        for images, labels, rows in center_crops(split, image_size, batch_size, model_device(classifier, device)):
             hits = classifier(images).topk(k, dim=1).indices == labels[:, None]
             hits_top1 += int(hits[:, 0].sum())
             hits_topk += int(hits.any(dim=1).sum())
-    return {"top1": hits_top1 / len(split), "top5": hits_topk / len(split)}
+            evaluated += len(rows)
+    return {"top1": hits_top1 / max(evaluated, 1), "top5": hits_topk / max(evaluated, 1)}
 
 
 def top_k_metrics(
@@ -77,12 +96,11 @@ def predictions(
 def class_probabilities(
     classifier: nn.Module, split: ImageSplit, image_size: int, batch_size: int = 256, device: torch.device | None = None
 ) -> torch.Tensor:
-    """`N x K` softmax probabilities of every image, on the CPU."""
-    probabilities = []
+    """`N x K` softmax probabilities of every image, on the CPU (NaN rows: images skipped as unreadable)."""
     with eval_mode(classifier):
-        for images, _ in center_crops(split, image_size, batch_size, model_device(classifier, device)):
-            probabilities.append(classifier(images).float().softmax(dim=1).cpu())
-    return torch.cat(probabilities)
+        batches = center_crops(split, image_size, batch_size, model_device(classifier, device))
+        probabilities = ((classifier(images).float().softmax(dim=1), rows) for images, _, rows in batches)
+        return per_row(split, probabilities, split.num_classes)
 
 
 def prediction_agreement(
@@ -94,17 +112,19 @@ def prediction_agreement(
     device: torch.device | None = None,
 ) -> float:
     """Fraction of images on which two classifiers predict the same class (e.g. a student and its teacher)."""
-    predicted = predictions(model, split, image_size, batch_size, device)
-    expected = predictions(reference, split, image_size, batch_size, device)
-    return float((predicted == expected).float().mean())
+    predicted = class_probabilities(model, split, image_size, batch_size, device)
+    expected = class_probabilities(reference, split, image_size, batch_size, device)
+    readable = predicted.isfinite().all(dim=1)
+    return float((predicted[readable].argmax(dim=1) == expected[readable].argmax(dim=1)).float().mean())
 
 
 def extract_features(
     encoder: nn.Module, split: ImageSplit, image_size: int, batch_size: int = 256, device: torch.device | None = None
 ) -> torch.Tensor:
-    """`N x D` float features of a frozen encoder, on the CPU."""
-    features = []
+    """`N x D` float features of a frozen encoder, on the CPU (NaN rows: images skipped as unreadable)."""
     with eval_mode(encoder):
-        for images, _ in center_crops(split, image_size, batch_size, model_device(encoder, device)):
-            features.append(encoder(images).float().cpu())
-    return torch.cat(features)
+        batches = center_crops(split, image_size, batch_size, model_device(encoder, device))
+        first_images, _, first_rows = next(batches)
+        first = encoder(first_images)
+        rest = ((encoder(images), rows) for images, _, rows in batches)
+        return per_row(split, itertools.chain([(first, first_rows)], rest), first.shape[1])

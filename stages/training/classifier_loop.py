@@ -1,6 +1,6 @@
-"""Training a classifier on crop + flip views of in-memory images: what fine-tuning, the supervised baseline and
-distillation share. Each supplies only its loss; batches, augmentation, optimiser, schedule, resume and the NaN guard
-are the same."""
+"""Training a classifier on crop + flip views of a split's images (in memory or streamed): what fine-tuning, the
+supervised baseline and distillation share. Each supplies only its loss; batches, augmentation, optimiser, schedule,
+resume and the NaN guard are the same."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from stages.data.augment import CropFlipAugment
+from stages.data.stored_images import StoredImages
+from stages.data.views import crop_flip_views
 from stages.models.heads import Classifier
 from stages.optim.classifier import make_optimizer
 from stages.optim.schedules import scale_learning_rate, warmup_cosine_scheduler
-from stages.training.batches import local_batch, step_generator
 from stages.training.global_batchnorm import global_batchnorm
 from stages.training.loop import TrainingResult, train_steps
 
@@ -46,15 +46,15 @@ LossOf = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]  # (mod
 def train_classifier(
     accelerator: Accelerator,
     model: Classifier,
-    images: torch.Tensor,
+    images: torch.Tensor | StoredImages,
     loss_of: LossOf,
     config: TrainingConfig,
     out_dir: Path,
     tracker: str,
 ) -> TrainingResult:
-    """Train `model` on crop + flip views of `images` (uint8 on the device) with the per-step cosine schedule, the
-    resumable checkpoints and the NaN guard of every stage. `loss_of` gets the row indices of the batch so that it
-    can look up labels or anything else per example."""
+    """Train `model` on crop + flip views of `images` (a split's: uint8 in memory, or streamed) with the per-step
+    cosine schedule, the resumable checkpoints and the NaN guard of every stage. `loss_of` gets the row indices of
+    the batch (on the device) so that it can look up labels or anything else per example."""
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     model = global_batchnorm(model, accelerator)
     lr = scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling)
@@ -63,11 +63,10 @@ def train_classifier(
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
-    augment = CropFlipAugment(config.image_size)
+    views_at = crop_flip_views(images, config.image_size, config.batch_size, config.seed, rank, world, device)
 
     def loss_at(model: nn.Module, step: int) -> torch.Tensor:
-        rows = local_batch(len(images), config.batch_size, step, config.seed, rank, world).to(device)
-        views = augment(images[rows], step_generator(config.seed, step, rank, world, config.batch_size, device))
+        views, rows = views_at(step, total_steps)
         with accelerator.autocast():
             return loss_of(model, views, rows)
 

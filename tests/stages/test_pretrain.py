@@ -20,6 +20,7 @@ import stages.pretrain as pretrain
 from stages.models import resnet
 from stages.models.activation_checkpointing import checkpointed
 from stages.models.architecture import EncoderConfig
+from stages.data.sources import DataConfig
 from stages.pretrain import PretrainConfig
 from stages.training.checkpoints import latest_checkpoint
 from stages.training.loop import NonFiniteLossError
@@ -188,7 +189,7 @@ def curve_losses(out: Path) -> list[float]:
 
 @pytest.mark.slow  # two runs with loader workers: ~2 s warm, ~6 s as the first run of a process
 def test_streamed_pretraining_writes_its_outputs_and_resumes_like_an_uninterrupted_run(tmp_path, caplog):
-    config = tiny_config(in_memory=False, loader_workers=2, epochs=0.2, checkpoint_every=2)
+    config = tiny_config(data=DataConfig(in_memory=False, loader_workers=2), epochs=0.2, checkpoint_every=2)
     metrics = pretrain.run(config, None, tmp_path)
     assert metrics["steps"] == 4 and metrics["num_images"] == 1437
     losses = curve_losses(tmp_path)
@@ -247,19 +248,19 @@ def test_activation_checkpointing_trains_like_storing_activations(tmp_path, refe
 
 
 def test_resuming_with_other_workers_or_checkpointing_is_allowed_but_not_another_data_path(tmp_path, caplog):
-    config = tiny_config(in_memory=False, loader_workers=1, epochs=0.1, checkpoint_every=1)
+    config = tiny_config(data=DataConfig(in_memory=False, loader_workers=1), epochs=0.1, checkpoint_every=1)
     assert pretrain.run(config, None, tmp_path)["steps"] == 2
     shutil.rmtree(latest_checkpoint(tmp_path))  # step 1 is left to resume from
 
-    changed = replace(config, loader_workers=2, activation_checkpointing=True)
+    changed = replace(config, data=replace(config.data, loader_workers=2), activation_checkpointing=True)
     with caplog.at_level(logging.INFO, logger="stages.training.checkpoints"):
         pretrain.run(changed, None, tmp_path)
     assert "step-00000001 at step 1" in caplog.text
     assert latest_checkpoint(tmp_path).name == "step-00000002"
 
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    with pytest.raises(ValueError, match=r"another config \(in_memory False -> True\)"):
-        pretrain.run(replace(changed, in_memory=True), None, tmp_path)
+    with pytest.raises(ValueError, match=r"another config \(data.in_memory False -> True\)"):
+        pretrain.run(replace(changed, data=replace(changed.data, in_memory=True)), None, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 

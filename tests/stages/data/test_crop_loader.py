@@ -15,6 +15,7 @@ import torch
 
 from stages.data.crop_loader import CropBatches, CropStream, cut_crops, open_image, oriented_size
 from stages.data.sources import DataConfig, DataError, open_train_rows
+from stages.data.stored_images import StoredImages, stored
 from stages.training.batches import local_batch
 
 pytestmark = pytest.mark.usefixtures("private_datasets_cache")
@@ -49,10 +50,10 @@ def save(path: Path, array: np.ndarray, orientation: int | None = None, **kwargs
     return path
 
 
-def file_rows(paths: list[Path]) -> datasets.Dataset:
+def file_rows(paths: list[Path], skip_bad: bool = False) -> StoredImages:
     """Undecoded rows of image files, as `open_train_rows` gives them."""
     dataset = datasets.Dataset.from_dict({"image": [str(path) for path in paths]})
-    return dataset.cast_column("image", datasets.Image(decode=False))
+    return stored(dataset.cast_column("image", datasets.Image()), "image", "train", "files", skip_bad, workers=0)
 
 
 def resized(image: PIL.Image.Image | np.ndarray, size: int, box=None) -> np.ndarray:
@@ -69,22 +70,22 @@ def as_hwc(crops: torch.Tensor) -> np.ndarray:
 
 
 def test_an_item_is_a_whole_step_of_uint8_channels_last_views_and_is_deterministic(digit_rows):
-    batches = CropBatches(digit_rows, DataConfig(), size=16, global_batch=32, seed=3)
-    step, crops = batches[5]
+    batches = CropBatches(digit_rows, size=16, global_batch=32, seed=3)
+    step, crops, _ = batches[5]
     assert step == 5
     assert crops.dtype == torch.uint8 and crops.shape == (64, 3, 16, 16)
     assert crops.is_contiguous(memory_format=torch.channels_last) and crops.stride()[1] == 1
     assert torch.equal(crops, batches[5][1])
-    assert torch.equal(crops, CropBatches(digit_rows, DataConfig(), 16, 32, seed=3)[5][1])  # a fresh worker's copy
+    assert torch.equal(crops, CropBatches(digit_rows, 16, 32, seed=3)[5][1])  # a fresh worker's copy
     assert not torch.equal(crops, batches[6][1])
-    assert not torch.equal(crops, CropBatches(digit_rows, DataConfig(), 16, 32, seed=4)[5][1])
+    assert not torch.equal(crops, CropBatches(digit_rows, 16, 32, seed=4)[5][1])
     assert not torch.equal(crops[:32], crops[32:])  # two different views of every image
 
 
 @pytest.mark.parametrize("step", [0, 50])  # 50: past the first epoch (1437 // 32 = 44 steps each)
 def test_two_shards_together_are_the_one_process_batch(digit_rows, step):
-    whole = CropBatches(digit_rows, DataConfig(), 16, 32, seed=1)[step][1]
-    shards = [CropBatches(digit_rows, DataConfig(), 16, 32, seed=1, rank=r, world=2)[step][1] for r in (0, 1)]
+    whole = CropBatches(digit_rows, 16, 32, seed=1)[step][1]
+    shards = [CropBatches(digit_rows, 16, 32, seed=1, rank=r, world=2)[step][1] for r in (0, 1)]
     assert all(shard.shape == (32, 3, 16, 16) for shard in shards)
     # Per process: its 16 rows' first views, then their second views.
     assert torch.equal(whole[:32], torch.cat([shards[0][:16], shards[1][:16]]))
@@ -104,10 +105,10 @@ def test_images_of_different_sizes_in_one_batch(tmp_path):
     assert len(rows) == len(shapes)
 
     size = 32  # JPEGs of at least 64 px a side would be decoded at a reduced scale: not here
-    _, crops = CropBatches(rows, config, size, global_batch=len(rows), seed=0, crop_scale=FULL)[0]
+    _, crops, _ = CropBatches(rows, size, global_batch=len(rows), seed=0, crop_scale=FULL)[0]
     assert crops.shape == (2 * len(rows), 3, size, size)
     for slot, row in enumerate(local_batch(len(rows), len(rows), 0, 0, 0, 1).tolist()):
-        path = rows[row]["image"]["path"]
+        path = rows.value(row)["path"]
         name = names[path]
         width, height = shapes[name]
         if name == "a/tall.jpg":  # aspect 5/8 < 3/4: the largest centred box of aspect 3/4
@@ -123,7 +124,7 @@ def test_images_of_different_sizes_in_one_batch(tmp_path):
 def test_a_whole_square_image_crop_is_the_image_resized(tmp_path):
     pixels = noise(0, 64, 64)
     rows = file_rows([save(tmp_path / "square.png", pixels)])
-    _, crops = CropBatches(rows, DataConfig(), 20, global_batch=1, seed=7, crop_scale=FULL)[0]
+    _, crops, _ = CropBatches(rows, 20, global_batch=1, seed=7, crop_scale=FULL)[0]
     assert np.array_equal(as_hwc(crops[0]), resized(pixels, 20))
     assert np.array_equal(as_hwc(crops[1]), resized(pixels, 20))
 
@@ -188,7 +189,7 @@ def test_exif_orientation_6_crops_come_from_the_displayed_image(tmp_path):
     path = save(tmp_path / "rotated.png", stored, orientation=6)
     image = open_image(str(path))
     assert image.size == (48, 40) and oriented_size(image) == (40, 48)
-    _, crops = CropBatches(file_rows([path]), DataConfig(), 16, global_batch=1, seed=0, crop_scale=FULL)[0]
+    _, crops, _ = CropBatches(file_rows([path]), 16, global_batch=1, seed=0, crop_scale=FULL)[0]
     displayed = np.ascontiguousarray(np.rot90(stored, k=-1))
     assert displayed.shape == (48, 40, 3)
     assert np.array_equal(as_hwc(crops[0]), resized(displayed, 16))
@@ -218,7 +219,7 @@ def folder_with_a_bad_image(tmp_path, request) -> tuple[list[Path], int]:
 @pytest.mark.parametrize("folder_with_a_bad_image", ["garbage", "truncated"], indirect=True)
 def test_a_bad_image_is_named_with_the_way_out(folder_with_a_bad_image):
     paths, _ = folder_with_a_bad_image
-    batches = CropBatches(file_rows(paths), DataConfig(), 8, global_batch=len(paths), seed=0)
+    batches = CropBatches(file_rows(paths), 8, global_batch=len(paths), seed=0)
     with pytest.raises(DataError, match=r"row 3 of split 'train' \(.*broken\.png\).*skip_bad_images"):
         batches[0]
 
@@ -226,10 +227,9 @@ def test_a_bad_image_is_named_with_the_way_out(folder_with_a_bad_image):
 @pytest.mark.parametrize("folder_with_a_bad_image", ["garbage", "truncated"], indirect=True)
 def test_skip_bad_images_fills_the_batch_with_the_next_readable_row(folder_with_a_bad_image, caplog):
     paths, bad = folder_with_a_bad_image
-    config = DataConfig(skip_bad_images=True)
-    batches = CropBatches(file_rows(paths), config, 8, global_batch=len(paths), seed=0, crop_scale=FULL)
+    batches = CropBatches(file_rows(paths, skip_bad=True), 8, global_batch=len(paths), seed=0, crop_scale=FULL)
     with caplog.at_level(logging.WARNING, logger="stages.data.crop_loader"):
-        _, crops = batches[0]
+        _, crops, _ = batches[0]
     assert "broken.png" in caplog.text
     assert crops.shape == (2 * len(paths), 3, 8, 8)
     rows = local_batch(len(paths), len(paths), 0, 0, 0, 1).tolist()
@@ -243,7 +243,7 @@ def test_skip_bad_images_fills_the_batch_with_the_next_readable_row(folder_with_
 
 def test_only_unreadable_images_is_an_error_not_a_hang(tmp_path):
     paths = [write_bad_image(tmp_path / f"{i}.png", kind) for i, kind in enumerate(["garbage", "truncated"])]
-    batches = CropBatches(file_rows(paths), DataConfig(skip_bad_images=True), 8, global_batch=1, seed=0)
+    batches = CropBatches(file_rows(paths, skip_bad=True), 8, global_batch=1, seed=0)
     with pytest.raises(DataError, match=r"100 consecutive images from row \d are unreadable"):
         batches[0]
 
@@ -253,18 +253,19 @@ def test_only_unreadable_images_is_an_error_not_a_hang(tmp_path):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_stream_resumed_at_a_step_yields_the_direct_items_in_order(digit_rows, workers):
-    batches = CropBatches(digit_rows, DataConfig(), 8, global_batch=16, seed=2)
+    batches = CropBatches(digit_rows, 8, global_batch=16, seed=2)
     resumed = 7
     stream = CropStream(batches, total_steps=resumed + 4, workers=workers, device=torch.device("cpu"), prefetch=2)
     for step in range(resumed, resumed + 4):
-        crops = stream(step)
+        crops, rows = stream(step)
+        assert torch.equal(rows, batches[step][2])
         assert torch.equal(crops, batches[step][1])
         assert crops.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_stream_refuses_steps_out_of_order(digit_rows, workers):
-    batches = CropBatches(digit_rows, DataConfig(), 8, global_batch=16, seed=2)
+    batches = CropBatches(digit_rows, 8, global_batch=16, seed=2)
     stream = CropStream(batches, total_steps=10, workers=workers, device=torch.device("cpu"), prefetch=2)
     stream(3)
     with pytest.raises(RuntimeError, match="produced step 4 where step 6 was expected"):

@@ -35,7 +35,7 @@ def augment() -> SimCLRAugment:
 
 
 def streamed(rows, rank: int = 0, world: int = 1, workers: int = 0, seed: int = 0) -> StreamedViews:
-    return StreamedViews(CropBatches(rows, DataConfig(), SIZE, BATCH, seed, rank, world), augment(), workers, CPU)
+    return StreamedViews(CropBatches(rows, SIZE, BATCH, seed, rank, world), augment(), workers, CPU)
 
 
 def check_views(views: torch.Tensor) -> None:
@@ -56,7 +56,7 @@ def test_the_two_sources_read_the_same_training_images(digits, rows):
     train, _ = digits
     assert len(rows) == len(train) == 1437
     for row in (0, 1, 700, len(rows) - 1):
-        decoded = np.asarray(to_rgb(open_image(rows[row]["image"])))
+        decoded = np.asarray(to_rgb(open_image(rows.value(row))))
         assert np.array_equal(decoded, train.images[row].permute(1, 2, 0).numpy())
 
 

@@ -44,6 +44,8 @@ DATA = DataConfig(
     image_size=40,
     seed=7,
     skip_bad_images=True,
+    in_memory=False,
+    loader_workers=3,
 )
 ENCODER = EncoderConfig(depth=50, width=2.0, sk=True, small_images=False, head_layers=2)
 TRAINING = {  # shared by the training stages, all away from every default
@@ -72,8 +74,6 @@ CONFIGS = {
         channels_last=False,
         compile=True,
         activation_checkpointing=True,
-        in_memory=False,
-        loader_workers=3,
         **TRAINING,
     ),
     "finetune": FinetuneConfig(
