@@ -4,7 +4,8 @@
     prefect deployment run 'simclrv2-pipeline/quickstart' --param force=finetune
 
 Each task runs its stage in this process (one process) or under `accelerate launch` (several, see
-pipeline/launcher.py), forwards the stage's log lines into the Prefect run log, shows training progress as a
+pipeline/launcher.py; on several machines, ranks 1.. run on the other machines' Prefect workers, see
+pipeline/machines.py), forwards the stage's log lines into the Prefect run log, shows training progress as a
 progress artifact and the stage's metrics as a table artifact, then writes the stage's manifest. A task that fails
 is retried: stages resume from their last checkpoint, so a retry costs little.
 """
@@ -33,6 +34,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import ExperimentConfig, LaunchConfig, load_config
 from pipeline.launcher import run_in_process, run_stage
+from pipeline.machines import run_on_machines
 from pipeline.manifest import is_complete, read_manifest, write_manifest
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
 from pipeline.store import device_info, experiment_lock
@@ -156,6 +158,8 @@ def execute(plan: Plan, run: StageRun, launch: LaunchConfig, on_line: Any) -> di
         metrics = build_report({name: plan[name].out_dir for name in run.upstream}, run.out_dir, settings)
         publish_report(run.out_dir, metrics)
         return metrics
+    if run.module in TRAINING_STAGES and launch.num_machines > 1:
+        return run_on_machines(run.module, run.config, inputs, run.out_dir, launch, on_line, run.name)
     if run.module in TRAINING_STAGES:
         return run_stage(run.module, run.config, inputs, run.out_dir, launch, on_line)
     return run_in_process(run.module, run.config, inputs, run.out_dir)  # cheap stages: one process is enough

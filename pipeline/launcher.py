@@ -45,6 +45,13 @@ def launch_command(
     module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path, launch: LaunchConfig
 ) -> list[str]:
     """The `accelerate launch` command line that runs `stages.<module>` with `config` on `launch`'s processes."""
+    return launch_command_from_json(module, config_as_json(config), inputs, out_dir, launch)
+
+
+def launch_command_from_json(
+    module: str, config_json: str, inputs: Mapping[str, Path], out_dir: Path, launch: LaunchConfig
+) -> list[str]:
+    """`launch_command` for a config already written as JSON (how the other machines of a stage receive it)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     command += ["--num_processes", str(launch.num_processes), "--num_machines", str(launch.num_machines)]
     command += ["--machine_rank", str(launch.machine_rank), "--main_process_port", str(launch.main_process_port)]
@@ -59,7 +66,7 @@ def launch_command(
     command += [*launch.extra_args, "-m", f"stages.{module}", "--out", str(out_dir)]
     for name, path in inputs.items():
         command += [f"--{name}", str(path)]
-    return [*command, "--config-json", config_as_json(config)]
+    return [*command, "--config-json", config_json]
 
 
 def launch_env(launch: LaunchConfig) -> dict[str, str]:
@@ -74,11 +81,12 @@ def run_launched(
     env: Mapping[str, str],
     on_line: Callable[[str], None],
     timeout: float | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Run `command` in a new process group, streaming its merged output line by line to `on_line`.
 
-    Any way out other than a clean exit (error, timeout, KeyboardInterrupt, a cancelled Prefect task) kills the
-    whole group: first SIGTERM, then SIGKILL after a grace period."""
+    Any way out other than a clean exit (error, timeout, `stop` set by another thread, KeyboardInterrupt, a cancelled
+    Prefect task) kills the whole group: first SIGTERM, then SIGKILL after a grace period."""
     process = subprocess.Popen(
         command,
         env=dict(env),
@@ -96,9 +104,11 @@ def run_launched(
         _kill_group(process)
 
     timer = threading.Timer(timeout, kill_on_timeout) if timeout else None
+    stopper = threading.Thread(target=_kill_group_when_set, args=(process, stop), daemon=True) if stop else None
     try:
-        if timer:
-            timer.start()
+        for thread in (timer, stopper):
+            if thread:
+                thread.start()
         for line in process.stdout:
             tail.append(line.rstrip())
             on_line(line.rstrip())
@@ -111,7 +121,16 @@ def run_launched(
             timer.cancel()
     if code != 0:
         why = f"timed out after {timeout:g} s and was killed" if timed_out.is_set() else f"exited with code {code}"
+        why = "was stopped" if stop and stop.is_set() else why
         raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n" + "\n".join(tail))
+
+
+def _kill_group_when_set(process: subprocess.Popen, stop: threading.Event) -> None:
+    """Kill `process`'s group once `stop` is set; return when the process ends by itself first."""
+    while not stop.wait(0.2):
+        if process.poll() is not None:
+            return
+    _kill_group(process)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -89,6 +89,11 @@ class ExperimentConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         _check_unique_budgets(self.budgets)
+        if self.launch.machine_rank != 0:
+            raise ValueError(
+                f"launch.machine_rank: must be 0, got {self.launch.machine_rank}: the machine that runs the flow is "
+                "rank 0 and gives every other machine its rank (through launch.rank_deployment)"
+            )
         if len(set(self.subset_seeds)) != len(self.subset_seeds):
             raise ValueError(f"subset_seeds: {self.subset_seeds} lists a seed more than once; list each seed once")
         for name in self.subsets:

@@ -5,6 +5,7 @@ same fields, types, defaults and bounds, minus `data` and `model`, which are sec
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -53,6 +54,7 @@ SELECT_SWITCH = {  # the select stage runs in the flow only when asked; `simclrv
     "enabled": (bool, Field(False, description="list the images to label next at the end of every run")),
 }
 
+RANK_DEPLOYMENT = "simclrv2-stage-rank/ranks"  # prefect.yaml's deployment of pipeline/machine_rank.py:stage_rank
 STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
@@ -119,13 +121,18 @@ class ReportConfig(BaseModel):
 
 
 class LaunchConfig(BaseModel):
-    """How stages run: in-process for one process, else under `accelerate launch` with these flags."""
+    """How stages run: in-process for one process, else under `accelerate launch` with these flags. With several
+    machines the flow's machine is rank 0 and starts ranks 1.. as flow runs of `rank_deployment` (pipeline/machines.py).
+    """
 
     model_config = STRICT
     num_processes: int = Field(1, ge=1)  # total over all machines, as `accelerate launch --num_processes`
     num_machines: int = Field(1, ge=1)
-    machine_rank: int = Field(0, ge=0)  # this machine's rank; the flow runs on rank 0
-    main_process_ip: str | None = None  # rank 0's address; required with several machines
+    machine_rank: int = Field(0, ge=0)  # the flow's machine is 0; it gives each other machine its rank
+    main_process_ip: str | None = None  # rank 0's address (the machine that runs the flow); required with several
+    # "<flow>/<deployment>" whose workers (one per other machine, --limit 1) run ranks 1..; required with several
+    rank_deployment: str | None = None
+    rank_start_timeout: float = Field(600.0, gt=0)  # seconds ranks 1.. may wait for a free worker; then the stage fails
     main_process_port: int = Field(29500, ge=1, le=65535)
     rdzv_backend: Literal["static", "c10d"] = "static"
     same_network: bool = True
@@ -143,5 +150,15 @@ class LaunchConfig(BaseModel):
             raise ValueError(
                 f"num_processes must be a multiple of num_machines ({self.num_machines}): it counts the processes of "
                 f"all machines; got {self.num_processes}"
+            )
+        if self.num_machines > 1 and not self.rank_deployment:
+            raise ValueError(
+                "rank_deployment must be set when num_machines > 1: the Prefect deployment whose workers start the "
+                f"other machines' ranks, e.g. {RANK_DEPLOYMENT!r} from prefect.yaml (README: Several machines)"
+            )
+        if self.rank_deployment is not None and not re.fullmatch(r"[^/]+/[^/]+", self.rank_deployment):
+            raise ValueError(
+                f"rank_deployment must be '<flow name>/<deployment name>', e.g. {RANK_DEPLOYMENT!r}; "
+                f"got {self.rank_deployment!r}"
             )
         return self

@@ -258,6 +258,7 @@ def test_launch_command_for_two_machines(tmp_path):
         num_machines=2,
         machine_rank=1,
         main_process_ip="10.0.0.7",
+        rank_deployment="simclrv2-stage-rank/ranks",
         rdzv_backend="c10d",
         gpu_ids="0,1",
         extra_args=["--mixed_precision", "bf16"],
@@ -282,7 +283,13 @@ def test_accelerate_reads_the_launch_command_as_meant(tmp_path):
     """accelerate's own parser: the launcher flags are its own, the rest is the module and its arguments."""
     from accelerate.commands.launch import launch_command_parser
 
-    launch = LaunchConfig(num_processes=4, num_machines=2, main_process_ip="10.0.0.7", main_process_port=29612)
+    launch = LaunchConfig(
+        num_processes=4,
+        num_machines=2,
+        main_process_ip="10.0.0.7",
+        main_process_port=29612,
+        rank_deployment="simclrv2-stage-rank/ranks",
+    )
     out = tmp_path / "pretrain"
     command = launch_command("pretrain", CONFIG, {"teacher": tmp_path / "t"}, out, launch)
     args = launch_command_parser().parse_args(command[3:])
