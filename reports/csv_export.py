@@ -1,6 +1,6 @@
 """Every number of the report, machine-readable, in CSV files (their columns differ too much for one table):
 
-- `report.csv`: one row per model (method x budget), then the pretrained encoder's linear probe and kNN: labels,
+- `report.csv`: one row per model (method x budget), then the pretrained encoder's linear evaluation and kNN: labels,
   label cost, test accuracy with its 95% Wilson interval (`test_top1_low`, `test_top1_high`); for each SimCLRv2
   model its comparison with the baseline trained on the same labels (`compared_with`; `comparison`, one of
   reports.comparisons' verdicts; `difference` = its top-1 minus the baseline's, with its 95% interval and the McNemar
@@ -36,7 +36,7 @@ from reports.statistics import accuracy_interval
 
 REPORT_CSV, COMPUTE_CSV, PRELABEL_CSV = "report.csv", "report_compute.csv", "report_prelabeling.csv"
 METHODS = {"baseline": "supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
-ENCODER_METHODS = {"linear_probe": "pretrained encoder, linear probe", "knn": "pretrained encoder, kNN"}
+ENCODER_METHODS = {"linear_eval": "pretrained encoder, linear evaluation", "knn": "pretrained encoder, kNN"}
 REPORT_CSV_COLUMNS = [
     "method",
     "kind",
@@ -89,11 +89,11 @@ def model_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
 
 
 def encoder_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
-    """Linear probe and kNN: fitted on every training label (`num_labels`), the same for every budget."""
+    """Linear evaluation and kNN: fitted on every training label (`num_labels`), the same for every budget."""
     encoder = report.encoder
     if encoder is None:
         return []
-    measures = {"linear_probe": encoder.linear_probe_top1, "knn": encoder.knn_top1}
+    measures = {"linear_eval": encoder.linear_eval_top1, "knn": encoder.knn_top1}
     rows = []
     for kind, top1 in measures.items():
         if top1 is None:

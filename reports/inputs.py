@@ -48,9 +48,9 @@ class ReportSettings:
 
 @dataclass(frozen=True)
 class EncoderResult:
-    """The evaluate stage: linear probe and kNN on the pretrained encoder's features."""
+    """The evaluate stage: linear evaluation and kNN on the pretrained encoder's features."""
 
-    linear_probe_top1: float | None
+    linear_eval_top1: float | None
     knn_top1: float | None
     num_train: int | None  # the probe and kNN are fitted on every training label
     num_test: int | None
@@ -122,12 +122,12 @@ def stage_table(manifests: Mapping[str, dict]) -> pd.DataFrame:
 
 
 def encoder_result(manifests: Mapping[str, dict]) -> EncoderResult | None:
-    """The evaluate stage's linear probe and kNN of the pretrained encoder; None when it is not among the inputs."""
+    """The evaluate stage's linear evaluation and kNN of the pretrained encoder; None without that stage."""
     if "evaluate" not in manifests:
         return None
     metrics = manifests["evaluate"]["metrics"]
     return EncoderResult(
-        metrics.get("linear_probe_top1"), metrics.get("knn_top1"), metrics.get("num_train"), metrics.get("num_test")
+        metrics.get("linear_eval_top1"), metrics.get("knn_top1"), metrics.get("num_train"), metrics.get("num_test")
     )
 
 

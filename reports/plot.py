@@ -48,9 +48,9 @@ def accuracy_plot_png(report: LabelBudgetReport) -> bytes:
             color, marker = STYLES[kind]
             x = [labels * OFFSETS[kind] for labels in models["num_labels"].tolist()]
             axes.errorbar(x, y, yerr=bars, color=color, marker=marker, capsize=3, label=METHOD_NAMES[kind])
-    probe = report.encoder.linear_probe_top1 if report.encoder else None
+    probe = report.encoder.linear_eval_top1 if report.encoder else None
     if probe is not None:
-        axes.axhline(probe, color="tab:green", linestyle="--", label="Pretrained encoder, linear probe")
+        axes.axhline(probe, color="tab:green", linestyle="--", label="Pretrained encoder, linear evaluation")
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(FuncFormatter(lambda labels, _: count(round(labels))))  # 2,000 rather than 10^3
     axes.xaxis.set_minor_formatter(NullFormatter())

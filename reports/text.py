@@ -194,10 +194,10 @@ def headlines(report: LabelBudgetReport) -> list[str]:
 def encoder_note(report: LabelBudgetReport) -> str | None:
     """The pretrained encoder's accuracy: one number for every budget, and why."""
     encoder = report.encoder
-    if encoder is None or encoder.linear_probe_top1 is None:
+    if encoder is None or encoder.linear_eval_top1 is None:
         return None
     fitted = f"all {count(encoder.num_train)} training labels" if encoder.num_train else "all training labels"
-    probe = accuracy(encoder.linear_probe_top1, *accuracy_interval(encoder.linear_probe_top1, encoder.num_test))
+    probe = accuracy(encoder.linear_eval_top1, *accuracy_interval(encoder.linear_eval_top1, encoder.num_test))
     knn_top1 = encoder.knn_top1
     knn = (
         f", nearest neighbours (kNN) {accuracy(knn_top1, *accuracy_interval(knn_top1, encoder.num_test))}"
@@ -205,8 +205,8 @@ def encoder_note(report: LabelBudgetReport) -> str | None:
         else ""
     )
     return (
-        f"Pretrained encoder alone: linear probe {probe}{knn}. This is one number, the "
-        f"same for every budget: a simple classifier on the pretrained features, fitted with {fitted}. It shows how "
+        f"Pretrained encoder alone: linear evaluation {probe}{knn}. This is one number, the "
+        f"same for every budget: a linear layer on the frozen pretrained features, trained with {fitted}. It shows how "
         "good the features learned without labels are, not what a label budget buys."
     )
 

@@ -2,12 +2,14 @@
 
     python -m stages.subsets --out runs/subsets --budgets 0.01 0.1
 
-Subsets are class-balanced, seeded and nested (stages/data/label_subsets.py); a user's own list for a budget (one id or
+Only the labels are read: no image is decoded (but under `data.skip_bad_images`, see `labels_only`). Subsets are
+class-balanced, seeded and nested (stages/data/label_subsets.py); a user's own list for a budget (one id or
 file name per line) replaces that budget's selection. Writes `<budget name>.json` per budget to `--out`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +36,7 @@ class SubsetsConfig:
 def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) -> dict:
     """Write `<budget name>.json` for every budget into `out_dir`: selected here, or read from the user's list for
     that budget (then checked against the data and saved in our checksummed form). Returns name -> label count."""
-    train, test = load_splits(config.data)
+    train, test = load_splits(labels_only(config.data))
     selected = select_subsets(train.labels, list(config.budgets), config.seed)
     unknown = sorted(set(config.user_lists) - set(selected))
     if unknown:
@@ -54,6 +56,12 @@ def run(config: SubsetsConfig, inputs: dict[str, Path] | None, out_dir: Path) ->
         "test_labels_held_out": int(train.held_out.sum()) if train.held_out is not None else 0,
         "validation_slice": config.data.validation_fraction is not None,  # evaluated on training images, not test
     }
+
+
+def labels_only(data: DataConfig) -> DataConfig:
+    """The data read without decoding an image: a subset needs the labels alone. With `skip_bad_images` the stages
+    that decode into memory drop unreadable rows, so the subset is then drawn from the rows those stages keep."""
+    return data if data.skip_bad_images else dataclasses.replace(data, in_memory=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,7 +55,7 @@ from stages.data.labels import UNLABELED
 from stages.data.labels_file import read_labels_file
 from stages.data.memory_rule import keeps_in_memory
 from stages.data.stored_images import StoredImages, UndecodedRows, stored
-from stages.data.validation import rows_without, split_off_validation, validation_rows
+from stages.data.validation import split_off_validation
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""How good frozen features are: a linear probe (logistic regression on standardized features) and a cosine kNN
-classifier, both fitted on training features and scored on test features."""
+"""How good frozen features are: a logistic probe (scikit-learn, on standardized features; for small data) and a
+cosine kNN classifier (chunked, on the features' device), both fitted on training features and scored on test
+features. The papers' linear evaluation, trained in torch on crop + flip views, is stages/evaluation/linear_eval.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from torch import nn
-
-from stages.data.sources import ImageSplit
-from stages.evaluation.metrics import extract_features
 
 KNN_CHUNK = 256  # test rows per similarity matrix: bounds memory at KNN_CHUNK x num_train
 
@@ -51,18 +48,3 @@ def knn_vote_accuracy(
         votes.scatter_add_(1, train_labels[nearest], (nearest_similarity / temperature).exp())
         correct += int((votes.argmax(dim=1) == test_labels[start : start + KNN_CHUNK]).sum())
     return correct / len(test_features)
-
-
-def split_features(
-    encoder: nn.Module,
-    train: ImageSplit,
-    test: ImageSplit,
-    image_size: int,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train features, test features) of a frozen encoder, on the CPU."""
-    return (
-        extract_features(encoder, train, image_size, batch_size, device),
-        extract_features(encoder, test, image_size, batch_size, device),
-    )

@@ -51,11 +51,18 @@ def center_crops(
         yield crop(split.images[rows].to(device)), split.labels[rows].to(device), rows
 
 
-def per_row(split: ImageSplit, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], width: int) -> torch.Tensor:
-    """`N x width` float rows on the CPU from (values, rows) batches; NaN where a row was left out (unreadable)."""
-    values = torch.full((len(split), width), float("nan"))
+def per_row(
+    split: ImageSplit,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    width: int,
+    keep_on: torch.device | None = None,
+) -> torch.Tensor:
+    """`N x width` float rows on `keep_on` (the CPU by default) from (values, rows) batches; NaN where a row was left
+    out (unreadable)."""
+    keep_on = keep_on or torch.device("cpu")
+    values = torch.full((len(split), width), float("nan"), device=keep_on)
     for batch, rows in batches:
-        values[rows] = batch.float().cpu()
+        values[rows.to(keep_on)] = batch.float().to(keep_on)
     return values
 
 
@@ -119,12 +126,18 @@ def prediction_agreement(
 
 
 def extract_features(
-    encoder: nn.Module, split: ImageSplit, image_size: int, batch_size: int = 256, device: torch.device | None = None
+    encoder: nn.Module,
+    split: ImageSplit,
+    image_size: int,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    keep_on: torch.device | None = None,
 ) -> torch.Tensor:
-    """`N x D` float features of a frozen encoder, on the CPU (NaN rows: images skipped as unreadable)."""
+    """`N x D` float features of a frozen encoder, on `keep_on` (the CPU by default; NaN rows: images skipped as
+    unreadable)."""
     with eval_mode(encoder):
         batches = center_crops(split, image_size, batch_size, model_device(encoder, device))
         first_images, _, first_rows = next(batches)
         first = encoder(first_images)
         rest = ((encoder(images), rows) for images, _, rows in batches)
-        return per_row(split, itertools.chain([(first, first_rows)], rest), first.shape[1])
+        return per_row(split, itertools.chain([(first, first_rows)], rest), first.shape[1], keep_on)

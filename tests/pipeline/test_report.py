@@ -47,7 +47,7 @@ def test_every_number_in_the_report_is_the_stage_metric_it_came_from(quickstart_
             assert percent(value) in markdown and percent(value) in html
         checked += 1
     assert checked == 6  # baseline, fine-tuned and distilled at both budgets
-    probe = read_manifest(plan["evaluate"].out_dir)["metrics"]["linear_probe_top1"]
+    probe = read_manifest(plan["evaluate"].out_dir)["metrics"]["linear_eval_top1"]
     assert percent(probe) in markdown and percent(probe) in html
     headline = read_manifest(report_dir)["metrics"]["headline"]
     assert "with 20 labels" in headline.lower() and headline in markdown and escape(headline) in html  # "p < ..."

@@ -129,7 +129,7 @@ def make_run(
         if predictions is not False and correct is not None:
             write_predictions(dirs[name], correct)
     if evaluate:
-        probe = {"linear_probe_top1": 0.9, "knn_top1": 0.88, "num_test": num_test, "num_train": 2000, "knn_k": 20}
+        probe = {"linear_eval_top1": 0.9, "knn_top1": 0.88, "num_test": num_test, "num_train": 2000, "knn_k": 20}
         dirs["evaluate"] = write_manifest(root / "evaluate", "evaluate", probe, ONE_GPU, 18.0)
     if predict:
         dirs["predict"] = make_predict(root / "predict")

@@ -140,7 +140,7 @@ def test_known_numbers_in_the_pages(built, page):
         "23.25 EUR",  # 93 labels saved x 0.25
         "13.24 EUR",  # net: 23.25 - (10 + 0.0625 + 0.5 - 0.5556)
         "student significantly better (p < 0.001)",  # 55% against its teacher's 50%
-        "linear probe 90.0% [87.1–92.3]",
+        "linear evaluation 90.0% [87.1–92.3]",
         "nearest neighbours (kNN) 88.0% [84.9–90.6]",
         "about ±4.4 points",  # 1.96 x sqrt(0.25 / 500)
         "all 2,000 training labels",

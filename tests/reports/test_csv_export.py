@@ -27,7 +27,7 @@ def test_csv_numbers_are_the_manifest_metrics(built, stage_dirs):
         assert float(row["label_cost"]) == pytest.approx(int(row["num_labels"]) * SETTINGS.cost_per_label)
     assert [int(row["num_labels"]) for row in rows[:-2]] == [20, 20, 20, 200, 200, 200, 2000]
     probe, knn = rows[-2:]
-    assert (probe["kind"], float(probe["test_top1"]), int(probe["num_labels"])) == ("linear_probe", 0.9, 2000)
+    assert (probe["kind"], float(probe["test_top1"]), int(probe["num_labels"])) == ("linear_eval", 0.9, 2000)
     assert (knn["kind"], float(knn["test_top1"])) == ("knn", 0.88)
     assert metrics["rows"][1]["test_top1"] == 0.50  # the metrics hold the CSV rows
 

@@ -10,7 +10,7 @@ def test_assembled_from_the_manifests(report):
     assert report.savings["kind"].tolist() == ["finetune", "distill", "finetune", "distill"]
     assert report.compute["stage"].tolist()[-1] == "total"
     assert (report.num_train, report.num_classes) == (2000, 10)
-    assert report.encoder is not None and report.encoder.linear_probe_top1 == 0.9
+    assert report.encoder is not None and report.encoder.linear_eval_top1 == 0.9
 
 
 def test_budgets_by_labels(report):

@@ -37,7 +37,8 @@ def test_evaluate_stage_on_pretrain_and_classifier_outputs(tmp_path, digits, pre
     metrics = evaluate.run(EvaluateConfig(image_size=16), inputs, tmp_path / "eval")
 
     assert metrics["test_top1"] == pytest.approx(float((test.labels == 3).float().mean()))
-    assert metrics["linear_probe_top1"] > 0.4 and metrics["knn_top1"] > 0.3, metrics
+    assert metrics["linear_eval_top1"] > 0.3 and metrics["knn_top1"] > 0.3, metrics  # chance: 0.1
+    assert metrics["logistic_probe_top1"] > 0.4, metrics  # small data: the cheap probe is there too
     assert metrics["knn_k"] == 20 and metrics["num_test"] == len(test)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
 

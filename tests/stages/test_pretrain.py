@@ -17,10 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import stages.pretrain as pretrain
+from stages.data.sources import DataConfig
 from stages.models import resnet
 from stages.models.activation_checkpointing import checkpointed
 from stages.models.architecture import EncoderConfig
-from stages.data.sources import DataConfig
 from stages.pretrain import PretrainConfig
 from stages.training.checkpoints import latest_checkpoint
 from stages.training.loop import NonFiniteLossError
@@ -208,7 +208,7 @@ def test_streamed_pretraining_writes_its_outputs_and_resumes_like_an_uninterrupt
 
     # Another number of loader workers: they only decide who decodes, not what.
     with caplog.at_level(logging.INFO, logger="stages.training.checkpoints"):
-        again = pretrain.run(replace(config, loader_workers=1), None, tmp_path)
+        again = pretrain.run(replace(config, data=replace(config.data, loader_workers=1)), None, tmp_path)
     assert "step-00000002 at step 2" in caplog.text
     assert (tmp_path / "loss_curve.csv").read_text() == curve
     assert again["final_loss"] == metrics["final_loss"]

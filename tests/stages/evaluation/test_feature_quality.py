@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from stages.evaluation.feature_quality import knn_vote_accuracy, probe_accuracy, split_features
+from stages.evaluation.feature_quality import knn_vote_accuracy, probe_accuracy
+from stages.evaluation.metrics import extract_features
 from stages.models.resnet import build_encoder
 
 
@@ -29,6 +30,6 @@ def test_linear_probe_and_knn_on_digits_features_beat_chance_clearly(digits):
     train, test = digits
     torch.manual_seed(0)
     encoder = build_encoder(18, 0.125, small_images=True)  # random, frozen features
-    train_features, test_features = split_features(encoder, train, test, image_size=16)
+    train_features, test_features = (extract_features(encoder, split, image_size=16) for split in (train, test))
     assert probe_accuracy(train_features, train.labels, test_features, test.labels) > 0.4  # chance: 0.1
     assert knn_vote_accuracy(train_features, train.labels, test_features, test.labels, k=20) > 0.3

@@ -127,6 +127,7 @@ DATA_FLAGS = [
     *("--data.train-split", "training", "--data.test-split", "validation"),
     *("--data.test-fraction", "0.25", "--data.validation-fraction", "0.3"),
     *("--data.image-size", "40", "--data.seed", "7", "--data.skip-bad-images"),
+    *("--data.in-memory", "False", "--data.loader-workers", "3"),
 ]
 ENCODER_FLAGS = ["--depth", "50", "--width", "2.0", "--sk", "--no-small-images", "--head-layers", "2"]
 TRAINING_FLAGS = [
@@ -141,7 +142,7 @@ FLAGS = {  # the same configs as flags
         *(f"--model.{flag[2:]}" if flag.startswith("--") else flag for flag in ENCODER_FLAGS),
         *TRAINING_FLAGS,
         *("--temperature", "0.2", "--color-strength", "1.0", "--blur", "--no-channels-last", "--compile"),
-        *("--activation-checkpointing", "--no-in-memory", "--loader-workers", "3"),
+        "--activation-checkpointing",
     ],
     "distill": [
         *DATA_FLAGS,
