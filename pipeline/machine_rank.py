@@ -26,9 +26,15 @@ def stage_rank(
 
     launch: the experiment's `launch` section (its JSON form); config_json: the stage's whole config. A failure, or
     cancelling this flow run, kills every process it started (pipeline/launcher.py)."""
+    logger = get_run_logger()
+    logger.info("%s: machine rank %d of %d", module, machine_rank, launch["num_machines"])
+    run_launched(*rank_command(module, config_json, inputs, out_dir, launch, machine_rank), logger.info)
+
+
+def rank_command(
+    module: str, config_json: str, inputs: dict[str, str], out_dir: str, launch: dict, machine_rank: int
+) -> tuple[list[str], dict[str, str]]:
+    """The `accelerate launch` command of machine `machine_rank`, and its environment, from the flow's parameters."""
     rank_launch = LaunchConfig.model_validate({**launch, "machine_rank": machine_rank})
     paths = {name: Path(path) for name, path in inputs.items()}
-    command = launch_command_from_json(module, config_json, paths, Path(out_dir), rank_launch)
-    logger = get_run_logger()
-    logger.info("%s: machine rank %d of %d", module, machine_rank, rank_launch.num_machines)
-    run_launched(command, launch_env(rank_launch), logger.info)
+    return launch_command_from_json(module, config_json, paths, Path(out_dir), rank_launch), launch_env(rank_launch)

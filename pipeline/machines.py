@@ -142,7 +142,7 @@ class RankFailed(StageFailed):
 def _cause(error: StageFailed, watch: RankWatch) -> str:
     """Which rank broke the stage: another rank (watched, or found after rank 0 ended) or rank 0 itself."""
     if watch.problem:
-        return watch.problem
+        return f"{watch.problem}; rank 0 was stopped"
     return str(error) if isinstance(error, RankFailed) else f"rank 0 (this machine) {error}"
 
 
@@ -196,7 +196,7 @@ def all_completed(states: Mapping[RankRun, State | None]) -> bool:
     return all(state is not None and state.type == StateType.COMPLETED for state in states.values())
 
 
-def wait_for_ranks(ranks: RankRuns, limit: float, poll: float = POLL_SECONDS) -> None:
+def wait_for_ranks(ranks: RankRuns, limit: float) -> None:
     """Wait until every rank has completed; RankFailed when one did not, or is still running after `limit` s."""
     deadline = time.monotonic() + limit
     while True:
@@ -209,14 +209,14 @@ def wait_for_ranks(ranks: RankRuns, limit: float, poll: float = POLL_SECONDS) ->
         if time.monotonic() > deadline:
             running = ", ".join(f"rank {run.rank} {state.name if state else '?'}" for run, state in states.items())
             raise RankFailed(f"rank 0 finished, but after {limit:g} s the other ranks have not ({running})")
-        time.sleep(poll)
+        time.sleep(POLL_SECONDS)
 
 
 class RankWatch:
     """While rank 0 runs, polls ranks 1..; on the first problem records it and sets `stopped` (which kills rank 0)."""
 
-    def __init__(self, ranks: RankRuns, start_timeout: float, poll: float = POLL_SECONDS) -> None:
-        self.ranks, self.start_timeout, self.poll = ranks, start_timeout, poll
+    def __init__(self, ranks: RankRuns, start_timeout: float) -> None:
+        self.ranks, self.start_timeout = ranks, start_timeout
         self.problem: str | None = None
         self.stopped = threading.Event()
         self._done = threading.Event()
@@ -234,7 +234,7 @@ class RankWatch:
 
     def _watch(self) -> None:
         started = time.monotonic()
-        while not self._done.wait(self.poll):
+        while not self._done.wait(POLL_SECONDS):
             try:
                 states = self.ranks.states()
             except Exception:  # the server is briefly unreachable: rank 0 goes on, the final wait will tell
@@ -258,6 +258,6 @@ def _cancel_quietly(ranks: RankRuns) -> str:
                 break
             time.sleep(POLL_SECONDS / 2)
         ends = ", ".join(f"rank {run.rank} {state.name if state else '?'}" for run, state in states.items())
-        return f"the other ranks: {ends or 'none started'}"
+        return f"the other ranks now: {ends or 'none started'}"
     except Exception as error:
         return f"could not cancel the other ranks ({error!r}); cancel their flow runs in the Prefect UI"
