@@ -31,9 +31,11 @@ from pydantic import StrictInt
 
 from stages.config_schema import SPEED_ONLY, config_dataclass
 from stages.data.errors import DataError
+from stages.data.eval_crops import streamed_eval_crops
 from stages.data.image_stream import ImageStream
 from stages.data.label_subsets import labeled_images
 from stages.data.sources import DataConfig, ImageSplit, load_splits
+from stages.data.stored_images import StoredImages
 from stages.evaluation.prelabels import PrelabelWriter, predict_batches
 from stages.evaluation.test_predictions import TEST_PREDICTIONS, write_test_predictions
 from stages.models.weights import LoadedClassifier, check_same_classes, load_classifier, weights_file
@@ -93,24 +95,44 @@ def run(config: PredictConfig, inputs: dict[str, Path], out_dir: Path) -> dict:
 
 @dataclass
 class RunImages:
-    """Batches of some rows of a split already in memory, as `ImageStream` gives them."""
+    """Batches of some rows of a split, as `ImageStream` gives them: from memory, or (`cropped`) the evaluation crops
+    of `image_size` that loader workers cut from the originals of a streamed split."""
 
     split: ImageSplit
     rows: torch.Tensor
     batch_size: int
+    image_size: int
+    skipped: int = 0
+
+    @property
+    def cropped(self) -> bool:
+        return isinstance(self.split.images, StoredImages)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __iter__(self) -> Iterator[tuple[list[str], list[str], torch.Tensor]]:
         paths = self.split.paths or [None] * len(self.split)
-        for start in range(0, len(self.rows), self.batch_size):
-            chosen = self.rows[start : start + self.batch_size]
+        for chosen, images in self._images():
             rows = chosen.tolist()
-            yield [self.split.ids[r] for r in rows], [paths[r] or "" for r in rows], self.split.images[chosen]
+            yield [self.split.ids[r] for r in rows], [paths[r] or "" for r in rows], images
+
+    def _images(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(split rows, their images) per batch; streamed images that prove unreadable are left out and counted."""
+        if not self.cropped:
+            for start in range(0, len(self.rows), self.batch_size):
+                chosen = self.rows[start : start + self.batch_size]
+                yield chosen, self.split.images[chosen]
+            return
+        stored = self.split.images[self.rows]
+        for batch, crops, readable in streamed_eval_crops(
+            stored, self.image_size, self.batch_size, stored.workers, torch.device("cpu")
+        ):
+            self.skipped += int((~readable).sum())
+            yield self.rows[batch[readable]], crops[readable]
 
     def num_skipped(self) -> int:
-        return self.split.skipped
+        return self.split.skipped + self.skipped
 
 
 def run_images(
@@ -124,7 +146,7 @@ def run_images(
     )
     rows = (~(labeled_images(train, subset) | held_out(train))).nonzero().flatten()
     log.info("pre-labeling %d of the %d training images (the rest are labeled or held out)", len(rows), len(train))
-    return RunImages(train, rows, config.eval_batch_size), len(test)
+    return RunImages(train, rows, config.eval_batch_size, config.image_size), len(test)
 
 
 def held_out(train: ImageSplit) -> torch.Tensor:
@@ -160,7 +182,8 @@ def write_prelabels(
                     yield ids, images
 
     with PrelabelWriter(stem, class_names, config.top_k) as writer:
-        for batch in predict_batches(model, images(), config.image_size, top_k=config.top_k):
+        cropped = isinstance(batches, RunImages) and batches.cropped
+        for batch in predict_batches(model, images(), config.image_size, top_k=config.top_k, cropped=cropped):
             writer.write(batch, [paths_of.pop(image) for image in batch.ids])
         if writer.rows == 0 and config.images is not None:  # inside: the writer then leaves no files behind
             raise DataError(f"{config.images}: no image to pre-label (every one of them is unreadable)")

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from stages.data.augment import CenterCrop
+from stages.data.augment import CenterCrop, to_float_images
 from stages.evaluation.metrics import TOP_K, eval_mode, model_device
 from stages.training.files import fsync_path
 
@@ -82,13 +82,16 @@ def predict_batches(
     image_size: int,
     device: torch.device | None = None,
     top_k: int = TOP_K,
+    cropped: bool = False,
 ) -> Iterator[PredictionBatch]:
     """Per batch of (ids, uint8 N x 3 x H x W images): the `top_k` most likely classes and their softmax
     probabilities (at most as many as there are classes). Each batch is predicted in eval mode without gradients;
-    between batches the model and the caller's grad mode are as they were. `device`: the model's, by default."""
+    between batches the model and the caller's grad mode are as they were. `device`: the model's, by default.
+    `cropped`: the images are already the evaluation crops (cut by the streaming loader), so they are only scaled."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    crop, device = CenterCrop.for_evaluation(image_size), model_device(classifier, device)
+    crop = to_float_images if cropped else CenterCrop.for_evaluation(image_size)
+    device = model_device(classifier, device)
     for ids, images in batches:
         ids = [str(i) for i in ids]
         if len(ids) != len(images):

@@ -32,12 +32,13 @@ def write_test_predictions(
 ) -> None:
     """One row per test image, in the split's order (evaluation preprocessing, eval mode)."""
     probabilities = class_probabilities(classifier, test, image_size, batch_size, device)
-    confidence, predicted = probabilities.max(dim=1)
+    readable = probabilities.isfinite().all(dim=1)  # streamed images skipped as unreadable have no prediction
+    confidence, predicted = probabilities[readable].max(dim=1)
     names = np.asarray(class_names, dtype=object)
     table = pd.DataFrame(
         {
-            "image": test.ids,
-            "label": names[test.labels.numpy()],
+            "image": [image for image, kept in zip(test.ids, readable.tolist(), strict=True) if kept],
+            "label": names[test.labels[readable].numpy()],
             "predicted": names[predicted.numpy()],
             "confidence": confidence.numpy(),
         }
