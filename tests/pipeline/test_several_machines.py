@@ -171,3 +171,33 @@ def test_when_rank_0_fails_the_other_machines_rank_is_cancelled_and_its_processe
     while command_lines_with(str(out_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert command_lines_with(str(out_dir)) == []
+
+
+@pytest.mark.slow
+def test_cancelling_a_rank_flow_run_kills_its_processes_even_while_rank_0_is_missing(machines, tiny_run, tmp_path):
+    """Machine 1's rank waits at the rendezvous for a rank 0 that never comes (as it would hang in a collective on a
+    GPU): cancelling its flow run alone must end its processes, through the worker's SIGTERM."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.machines import rank_parameters
+
+    cfg = load_config(None, [*tiny_run, *several_machines(free_port())])
+    out_dir = tmp_path / "rank 1 alone"
+    ranks = RankRuns(RANK_DEPLOYMENT)
+    with temporary_settings({PREFECT_API_URL: machines["PREFECT_API_URL"]}):
+        config = build_plan(cfg)["pretrain"].config
+        ranks.start(1, rank_parameters("pretrain", config, {}, out_dir, cfg.launch, 1), "pretrain rank 1 alone")
+        deadline = time.monotonic() + 120
+        while not command_lines_with(str(out_dir)):
+            assert time.monotonic() < deadline, "machine 1's worker never started the rank"
+            time.sleep(0.2)
+        ranks.cancel_unfinished()
+        deadline = time.monotonic() + 60
+        while not all(state.is_final() for state in ranks.states().values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [state.type for state in ranks.states().values()] == [StateType.CANCELLED]
+    deadline = time.monotonic() + 15
+    while command_lines_with(str(out_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert command_lines_with(str(out_dir)) == []
