@@ -73,7 +73,7 @@ def test_the_same_config_gives_the_same_fingerprints():
         "pretrain.log_every=3",
         "pretrain.tensorboard=true",
         "pretrain.checkpoint_every=7",
-        "pretrain.loader_workers=1",
+        "data.loader_workers=1",
         "pretrain.compile=true",
         "pretrain.channels_last=false",
         "pretrain.activation_checkpointing=true",
