@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from stages.training.accelerator import close_trackers
@@ -21,6 +22,8 @@ def finish_stage(
     `out_dir/metrics.json` there, then synchronise every process and close the trackers. Returns the metrics."""
     if accelerator.is_main_process:
         metrics |= on_main_process() or {}
+        if accelerator.device.type == "cuda":  # what the stage needed of the device, for the scale benchmark
+            metrics["peak_device_memory_gb"] = round(torch.cuda.max_memory_allocated(accelerator.device) / 1e9, 3)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     accelerator.wait_for_everyone()
