@@ -2,7 +2,7 @@
 
     subsets ──> baseline[b] ─────────────────────────────┐
         └─────> finetune[b] ──> distill[b] ──> predict ──┼──> report
-    pretrain ──┴──> evaluate (linear probe, kNN) ────────┘
+    pretrain ──┴──> evaluate (linear eval, kNN) ─────────┘
 
 `finetune`, `baseline` and `distill` run once per label budget `b`; the baseline also on 100% of the labels when
 `report.full_label_baseline` is set. `predict` pre-labels the unlabeled images with one classifier (by default the

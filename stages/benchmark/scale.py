@@ -9,24 +9,28 @@ noise, `--image-side` pixels square). Every stage then runs once per size as its
 with `data.in_memory` false: the same few optimiser steps whatever the size, while every pass over the data
 (evaluation, kNN features, pre-labels) grows with it. Peak host memory is the largest resident set of the stage's
 process tree (the stage, or one of its loader workers), from `wait4`; device memory is the stage's own
-`torch.cuda.max_memory_allocated`. The table ends with the ratio larger / smaller per stage: a data path whose memory
-grows with the data shows it there.
+`torch.cuda.max_memory_allocated`. The whole tree's memory at once (loader workers included, shared pages counted
+once) is the peak of its summed PSS, sampled every 0.25 s with psutil. The table ends with the ratios larger / smaller
+per stage: a data path whose memory grows with the data shows it there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
+import psutil
 
 from stages.data.label_subsets import budget_name
 
@@ -61,8 +65,30 @@ def write_jpegs(folder: Path, count: int, side: int, seed: int = 0) -> None:
 class Measured:
     stage: str
     seconds: float
-    peak_rss_gb: float
+    peak_rss_gb: float  # the largest single process of the stage's tree
+    peak_pss_gb: float  # the whole tree at once, shared pages split between the processes that map them
     peak_device_gb: float | None
+
+
+class TreeMemory(threading.Thread):
+    """Samples the proportional set size (PSS) of a process and all its descendants; keeps the peak of the sum."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.root, self.interval, self.peak = psutil.Process(pid), interval, 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            total = 0
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for process in tree:
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_full_info().pss
+            self.peak = max(self.peak, total)
 
 
 def run_stage(name: str, module: str, args: list[str], out: Path, env: dict[str, str]) -> Measured:
@@ -72,13 +98,16 @@ def run_stage(name: str, module: str, args: list[str], out: Path, env: dict[str,
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"{name}.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        tree = TreeMemory(process.pid)
+        tree.start()
+        _, status, usage = os.wait4(process.pid, 0)  # ru_maxrss: the largest process of the tree, in KiB
+        tree.stopped.set()
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{name} failed; see {out.parent / f'{name}.log'}")
     written = out / "metrics.json"  # subsets writes none: it needs no device
     metrics = json.loads(written.read_text()) if written.exists() else {}
-    return Measured(name, seconds, usage.ru_maxrss / 1e6, metrics.get("peak_device_memory_gb"))  # ru_maxrss: KiB
+    return Measured(name, seconds, usage.ru_maxrss / 1e6, tree.peak / 1e9, metrics.get("peak_device_memory_gb"))
 
 
 def every_stage(data: Path, runs: Path, train_images: int, workers: int, env: dict[str, str]) -> list[Measured]:
@@ -143,14 +172,23 @@ def every_stage(data: Path, runs: Path, train_images: int, workers: int, env: di
 def table(results: dict[int, list[Measured]]) -> str:
     sizes = sorted(results)
     small, large = sizes[0], sizes[-1]
-    header = ["stage", *(f"RSS GB, {size:,}" for size in sizes), f"ratio {large:,}/{small:,}"]
-    header += [*(f"device GB, {size:,}" for size in sizes), *(f"s, {size:,}" for size in sizes)]
+    columns = {
+        "largest process RSS, GB": lambda m: f"{m.peak_rss_gb:.2f}",
+        "whole tree PSS, GB": lambda m: f"{m.peak_pss_gb:.2f}",
+        "device, GB": lambda m: f"{m.peak_device_gb:.2f}" if m.peak_device_gb is not None else "-",
+        "seconds": lambda m: f"{m.seconds:.0f}",
+    }
+    header = ["stage"]
+    for title in columns:
+        header += [f"{title}, {size:,}" for size in sizes]
+    header += [f"RSS ratio {large:,}/{small:,}", f"PSS ratio {large:,}/{small:,}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, first in enumerate(results[small]):
-        row = [first.stage, *(f"{results[size][i].peak_rss_gb:.2f}" for size in sizes)]
-        row.append(f"{results[large][i].peak_rss_gb / first.peak_rss_gb:.2f}")
-        row += [f"{results[size][i].peak_device_gb:.2f}" if results[size][i].peak_device_gb else "-" for size in sizes]
-        row += [f"{results[size][i].seconds:.0f}" for size in sizes]
+        last = results[large][i]
+        row = [first.stage]
+        for show in columns.values():
+            row += [show(results[size][i]) for size in sizes]
+        row += [f"{last.peak_rss_gb / first.peak_rss_gb:.2f}", f"{last.peak_pss_gb / max(first.peak_pss_gb, 1e-9):.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -174,7 +212,11 @@ def main(argv: list[str] | None = None) -> None:
         train_images = sum(1 for _ in (data / "train").rglob("*.jpg"))
         results[size] = every_stage(data, runs, train_images, args.workers, env)
         for measured in results[size]:
-            print(f"  {measured.stage}: {measured.peak_rss_gb:.2f} GB peak RSS, {measured.seconds:.0f} s", flush=True)
+            print(
+                f"  {measured.stage}: {measured.peak_rss_gb:.2f} GB largest RSS, {measured.peak_pss_gb:.2f} GB tree "
+                f"PSS, {measured.seconds:.0f} s",
+                flush=True,
+            )
     print(table(results))
     (args.out / "scale.md").write_text(table(results) + "\n")
 
