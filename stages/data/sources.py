@@ -1,4 +1,5 @@
-"""Image data through Hugging Face `datasets`: any source becomes two in-memory uint8 splits (train, test).
+"""Image data through Hugging Face `datasets`: any source becomes two splits (train, test) of uint8 images, decoded
+into memory or left in the source to be streamed (stages/data/memory_rule.py decides).
 
 Sources (`DataConfig.source`, and `DataConfig.unlabeled`):
     digits              scikit-learn's bundled 8x8 digits (1,797 real images): the embedded default, no download
@@ -8,7 +9,8 @@ Sources (`DataConfig.source`, and `DataConfig.unlabeled`):
     hub:<name>          a hub dataset; fails fast, with what to do instead, when the hub cannot be reached
 
 Every source goes through the same path: pick the splits, read the labels, decode every row once with PIL into
-`N x 3 x H x W` uint8 (stages/data/decoding.py), map labels to 0..K-1. Training images may be unlabeled: a null label
+`N x 3 x H x W` uint8 (stages/data/decoding.py) or keep each row's undecoded image for loader workers
+(stages/data/stored_images.py), map labels to 0..K-1. Training images may be unlabeled: a null label
 (or -1) in the source, the images of `unlabeled` (labels there ignored), or images that `labels` (a labels file,
 stages/data/labels_file.py) does not name; their label is `UNLABELED` (-1). The train split keeps every image:
 pretraining and distillation use them all, label budgets draw from the labeled ones only. The test split must be
@@ -102,7 +104,7 @@ class DataConfig:
     in_memory: StrictBool | None = None
     """decode every image once and keep it in memory (fast for small data), or off: stream them from the source
     through loader workers, crops cut from the originals (data larger than memory; `image_size` is then not applied);
-    None: in memory when the decoded images take at most 2 GB (stages/data/memory_rule.py)"""
+    None: the size rule of stages/data/memory_rule.py decides"""
     loader_workers: Annotated[StrictInt, Ge(0), SPEED_ONLY] = 8
     """CPU processes per training process that decode and crop streamed images (0: the training process itself)"""
 
