@@ -3,7 +3,8 @@ and one worker per machine with `--limit 1` (machine 0 on the default queue, mac
 README's multi-node set-up has them. Both machine ranks meet on the loopback over gloo, one process each.
 
 The pipeline run through `prefect deployment run` pretrains on 2 machines x 1 process: the same loss curve and
-weights as 1 machine x 2 processes. When rank 0 fails, the other machine's rank is cancelled and its processes die."""
+weights as 1 machine x 2 processes. When rank 0 fails, the other machine's rank is cancelled and its processes die;
+cancelling a rank's flow run ends its processes even when no rank 0 ever came."""
 
 import json
 import os
