@@ -43,7 +43,8 @@ from stages.training.checkpoints import flat_config
 
 FLOW_NAME = "simclrv2-pipeline"
 REPORT_MARKDOWN, REPORT_HTML = "report.md", "report.html"
-TRAINING_STAGES = ("pretrain", "finetune", "distill")  # launched when several processes are configured
+# Launched when several processes are configured; evaluate trains the linear evaluation's layer.
+TRAINING_STAGES = ("pretrain", "finetune", "distill", "evaluate")
 PROGRESS = re.compile(r"step (\d+)/(\d+)")
 # Accelerate keeps one process-wide state, so in-process stages take turns; launched ones could overlap, but they
 # would share the same GPUs and rendezvous port, so they take turns too.
