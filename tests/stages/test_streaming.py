@@ -9,6 +9,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import PIL.Image
 import pytest
 import torch
 
@@ -19,13 +22,16 @@ import stages.predict as predict
 import stages.subsets as subsets_stage
 from stages.data import memory_rule, sources
 from stages.data.augment import CenterCrop
+from stages.data.errors import DataError
 from stages.data.eval_crops import streamed_eval_crops
 from stages.data.sources import DataConfig, load_splits
 from stages.data.stored_images import StoredImages
 from stages.distill import DistillConfig
 from stages.evaluate import EvaluateConfig
+from stages.evaluation.metrics import top_k_accuracy
+from stages.evaluation.test_predictions import write_test_predictions
 from stages.finetune import FinetuneConfig
-from stages.models.architecture import EncoderConfig
+from stages.models.architecture import EncoderConfig, classifier_for
 from stages.predict import PredictConfig
 from stages.subsets import SubsetsConfig
 from stages.training.checkpoints import latest_checkpoint
@@ -184,3 +190,36 @@ def test_two_processes_stream_the_batches_of_one(tmp_path, subsets):
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
     assert len(curve(tmp_path / "one")) == 4
     assert curve(tmp_path / "two") == pytest.approx(curve(tmp_path / "one"), abs=1e-4)
+
+
+# --- unreadable images ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder_with_a_broken_test_image(tmp_path) -> Path:
+    """Two classes of 8 small PNGs each for training, 3 for testing, and one test file that is not an image."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 3)):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+                PIL.Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+    (tmp_path / "test" / "b" / "broken.png").write_bytes(b"not a png")
+    return tmp_path
+
+
+def test_a_streamed_unreadable_test_image_is_named_or_skipped(folder_with_a_broken_test_image, tmp_path):
+    data = DataConfig(source=f"imagefolder:{folder_with_a_broken_test_image}", in_memory=False, loader_workers=0)
+    model = classifier_for(TINY, 0, 2)
+    test = load_splits(data)[1]
+    assert len(test) == 7  # the broken file is only found when it is read
+    with pytest.raises(DataError, match=r"broken\.png.*skip_bad_images"):
+        top_k_accuracy(model, test, image_size=16)
+
+    test = load_splits(replace(data, skip_bad_images=True))[1]
+    accuracy = top_k_accuracy(model, test, image_size=16)["top1"]
+    assert accuracy * 6 == pytest.approx(round(accuracy * 6))  # out of the 6 readable images
+    write_test_predictions(model, test, ["a", "b"], 16, tmp_path / "predictions.csv")
+    written = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(written) == 6 and not written["image"].str.contains("broken").any()
