@@ -37,14 +37,16 @@ def knn_vote_accuracy(
 ) -> float:
     """Cosine kNN: each test row takes the class with the largest sum of exp(similarity / temperature) over its k
     most similar training rows (the weighted vote of Wu et al. 2018, used as SimCLR/MoCo's kNN monitor)."""
-    train_features, test_features = F.normalize(train_features, dim=1), F.normalize(test_features, dim=1)
+    # The training rows' norms divide each chunk's dot products: no normalized copy of the (large) training features.
+    train_norms = train_features.float().norm(dim=1).clamp_min(1e-12)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     k = min(k, len(train_features))
     correct = 0
     for start in range(0, len(test_features), KNN_CHUNK):
-        similarity = test_features[start : start + KNN_CHUNK] @ train_features.T
+        chunk = F.normalize(test_features[start : start + KNN_CHUNK].float(), dim=1).to(train_features.dtype)
+        similarity = (chunk @ train_features.T).float() / train_norms
         nearest_similarity, nearest = similarity.topk(k, dim=1)
-        votes = torch.zeros(len(similarity), num_classes, dtype=similarity.dtype, device=similarity.device)
+        votes = torch.zeros(len(similarity), num_classes, device=similarity.device)  # float32: exp(1 / 0.07) > fp16
         votes.scatter_add_(1, train_labels[nearest], (nearest_similarity / temperature).exp())
         correct += int((votes.argmax(dim=1) == test_labels[start : start + KNN_CHUNK]).sum())
     return correct / len(test_features)

@@ -58,11 +58,13 @@ def per_row(
     keep_on: torch.device | None = None,
 ) -> torch.Tensor:
     """`N x width` float rows on `keep_on` (the CPU by default) from (values, rows) batches; NaN where a row was left
-    out (unreadable)."""
+    out (unreadable). Kept on a GPU they are float16: half the device memory (ImageNet's 1.28M features of a
+    ResNet-152 3x take 16 GB so)."""
     keep_on = keep_on or torch.device("cpu")
-    values = torch.full((len(split), width), float("nan"), device=keep_on)
+    dtype = torch.float16 if keep_on.type == "cuda" else torch.float32
+    values = torch.full((len(split), width), float("nan"), device=keep_on, dtype=dtype)
     for batch, rows in batches:
-        values[rows.to(keep_on)] = batch.float().to(keep_on)
+        values[rows.to(keep_on)] = batch.to(keep_on, dtype)
     return values
 
 

@@ -33,3 +33,14 @@ def test_linear_probe_and_knn_on_digits_features_beat_chance_clearly(digits):
     train_features, test_features = (extract_features(encoder, split, image_size=16) for split in (train, test))
     assert probe_accuracy(train_features, train.labels, test_features, test.labels) > 0.4  # chance: 0.1
     assert knn_vote_accuracy(train_features, train.labels, test_features, test.labels, k=20) > 0.3
+
+
+def test_knn_on_float16_features_votes_as_on_float32():
+    """Features kept on a GPU are float16; the votes, exp(similarity / 0.07) up to 1.6e6, must not overflow."""
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(400, 32, generator=generator)
+    labels = torch.randint(0, 5, (400,), generator=generator)
+    test = train[:120] + 0.5 * torch.randn(120, 32, generator=generator)
+    exact = knn_vote_accuracy(train, labels, test, labels[:120], k=10)
+    assert knn_vote_accuracy(train.half(), labels, test.half(), labels[:120], k=10) == pytest.approx(exact, abs=0.02)
+    assert exact > 0.5
