@@ -7,8 +7,11 @@
     simclrv2 select RUN --budget N        # the N unlabeled images to label next
     simclrv2 export STAGE_DIR --format safetensors|torchvision|onnx
 
-Without CONFIG, `run` runs configs/quickstart.yaml and ends by printing where the report is. A bad config, a missing
-upstream for `--only`, or a second run of a running experiment is one line on stderr and exit status 2.
+Without CONFIG, `run` runs configs/quickstart.yaml and ends by printing where the report is. A mistake (a bad config
+or data source, a budget the labels cannot fill, a missing upstream for `--only`, a second run of a running
+experiment; pipeline/preflight.py checks these before Prefect starts, the stages the rest) is one line on stderr and
+exit status 2; a crash is one line and status 1. Both lines name the failed stage and the run's full log
+(runs/<experiment>/logs/).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import sys
 from pathlib import Path
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
+from pipeline.failures import MISTAKE_EXIT
 from pipeline.manifest import read_manifest, write_manifest
-from pipeline.plan import build_plan, select
+from pipeline.plan import build_plan, downstream, select
+from pipeline.run_log import log_path, run_log
 from pipeline.run_outputs import (
     data_settings,
     default_classifier,
@@ -79,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="rerun this stage and everything downstream of it, even if finished",
     )
     run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Prefect's tracebacks on the terminal too (they are always in runs/<experiment>/logs/)",
+    )
+    run.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -99,14 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_run_request(args: argparse.Namespace) -> ExperimentConfig:
-    """Everything that can be checked before Prefect starts, so that mistakes are one line, not a failed flow.
+    """Everything that can be checked before Prefect starts, so that mistakes are one line, not a failed flow: the
+    config, the stage names, the experiment lock, and the data, budgets, lists and batches (pipeline/preflight.py).
     Returns the validated config, for the flow to run without loading it again."""
+    from pipeline.preflight import preflight  # imports the data path: only for `run`
+
     cfg = load_config(args.config, args.overrides)
     plan = build_plan(cfg)
-    select(plan, args.only)
-    select(plan, args.force)
+    targets = select(plan, args.only) if args.only else set(plan)
+    forced = downstream(plan, select(plan, args.force)) & targets if args.force else set()
     with experiment_lock(cfg.runs_dir, cfg.experiment, timeout=args.wait):
-        pass
+        preflight(cfg, plan, targets, forced)
     return cfg
 
 
@@ -115,16 +128,26 @@ def run_command(args: argparse.Namespace) -> int:
         cfg = check_run_request(args)
     except USAGE_ERRORS as error:
         print(f"simclrv2 run: {error}", file=sys.stderr)
-        return 2
+        return MISTAKE_EXIT
     # Prefect's temporary server can take longer than its default 20 s to start on a small, busy machine, and its
     # telemetry heartbeat races the first start's database migration ("database is locked" tracebacks). Both are
     # defaults only: the user's own settings win.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from pipeline.failures import PipelineFailed
     from pipeline.flow import simclrv2_pipeline  # Prefect is imported only when a flow really runs
 
     config = str(args.config) if args.config else None
-    report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait, cfg)
+    log_file = log_path(cfg.runs_dir, cfg.experiment)
+    with run_log(log_file, args.verbose):
+        try:
+            report = simclrv2_pipeline(config, args.overrides, args.only or None, args.force or None, args.wait, cfg)
+        except Exception as error:
+            if args.verbose and not isinstance(error, PipelineFailed):
+                raise
+            failed = error if isinstance(error, PipelineFailed) else PipelineFailed("the flow", error)
+            print(f"simclrv2 run: {failed}; full log: {log_file}", file=sys.stderr)
+            return failed.exit_code
     if args.only and not Path(report).is_file():  # --only, without the report
         print(f"done: {', '.join(args.only)} (no report: run without --only to build it)")
         return 0

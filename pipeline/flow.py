@@ -7,7 +7,9 @@ Each task runs its stage in this process (one process) or under `accelerate laun
 pipeline/launcher.py; on several machines, ranks 1.. run on the other machines' Prefect workers, see
 pipeline/machines.py), forwards the stage's log lines into the Prefect run log, shows training progress as a
 progress artifact and the stage's metrics as a table artifact, then writes the stage's manifest. A task that fails
-is retried: stages resume from their last checkpoint, so a retry costs little.
+is retried once when a retry can fix it (a lost process, out of memory on a busy GPU; stages resume from their last
+checkpoint, so a retry costs little), never for a mistake in the input (pipeline/failures.py). A failed run ends with
+one line naming the stage and the culprit: the flow run's state message.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import ExperimentConfig, LaunchConfig, load_config
+from pipeline.failures import PipelineFailed, retry_only_crashes
 from pipeline.launcher import run_in_process, run_stage
 from pipeline.machines import run_on_machines
 from pipeline.manifest import is_complete, read_manifest, write_manifest
 from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
+from pipeline.preflight import check_upstream, preflight
 from pipeline.store import device_info, experiment_lock
 from reports import ReportSettings, build_report
 from stages.training.checkpoints import flat_config
@@ -49,10 +53,6 @@ PROGRESS = re.compile(r"step (\d+)/(\d+)")
 # Accelerate keeps one process-wide state, so in-process stages take turns; launched ones could overlap, but they
 # would share the same GPUs and rendezvous port, so they take turns too.
 _ONE_STAGE_AT_A_TIME = threading.Lock()
-
-
-class UpstreamMissing(RuntimeError):
-    """`--only` was asked for a stage whose inputs have not been produced."""
 
 
 def parse_names(names: str | list[str] | None) -> list[str]:
@@ -85,7 +85,10 @@ def simclrv2_pipeline(
     forced = downstream(plan, select(plan, parse_names(force))) & targets if force else set()
     logger = get_run_logger()
     with experiment_lock(cfg.runs_dir, cfg.experiment, timeout=wait_for_lock):
-        check_upstream(plan, targets, forced)
+        if experiment is None:  # a deployment: `simclrv2 run` checked all this before Prefect started
+            preflight(cfg, plan, targets, forced)
+        else:
+            check_upstream(plan, targets, forced)
         for name in sorted(forced):
             logger.info("--force: removing %s to rerun %s", plan[name].out_dir, name)
             shutil.rmtree(plan[name].out_dir, ignore_errors=True)
@@ -96,25 +99,16 @@ def simclrv2_pipeline(
                 futures[name] = stage_task.with_options(task_run_name=name).submit(
                     plan, name, cfg.launch, wait_for=waits
                 )
-        for future in futures.values():
-            future.result()  # raises the first failure
+        for name, future in futures.items():  # in dependency order: the first failure is the upstream one
+            try:
+                future.result()
+            except Exception as error:
+                raise PipelineFailed(name, error) from error  # its message: the failed run's one line
     logger.info("report: %s", report_path(plan))
     return str(report_path(plan))
 
 
-def check_upstream(plan: Plan, targets: set[str], forced: set[str]) -> None:
-    """Every input of a target comes from a target or from a finished instance; else one clear error."""
-    for name in targets:
-        for upstream in plan[name].upstream:
-            if upstream in targets or (is_complete(plan[upstream].out_dir) and upstream not in forced):
-                continue
-            raise UpstreamMissing(
-                f"{name} needs {upstream}, which has not finished for this config ({plan[upstream].out_dir}); "
-                f"run it first (simclrv2 run ... --only {upstream}) or drop --only"
-            )
-
-
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=retry_only_crashes)
 def stage_task(plan: Plan, name: str, launch: LaunchConfig) -> dict:
     """Run one stage instance unless the store holds it; write its manifest; publish its metrics."""
     run, logger = plan[name], get_run_logger()

@@ -32,7 +32,12 @@ TAIL_LINES = 40
 
 
 class StageFailed(RuntimeError):
-    """A launched stage exited with an error; the message holds the tail of its output."""
+    """A launched stage exited with an error; the message holds the tail of its output. `code`: its exit status
+    (2: the stage refused its input, as its own command line does; None: it did not get to exit by itself)."""
+
+    def __init__(self, message: str, code: int | None = None, tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.tail = code, tail or []
 
 
 def run_in_process(module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path) -> dict:
@@ -122,7 +127,8 @@ def run_launched(
     if code != 0:
         why = f"timed out after {timeout:g} s and was killed" if timed_out.is_set() else f"exited with code {code}"
         why = "was stopped" if stop and stop.is_set() else why
-        raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n" + "\n".join(tail))
+        exit_code = None if timed_out.is_set() or (stop and stop.is_set()) else code
+        raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n" + "\n".join(tail), exit_code, list(tail))
 
 
 def _kill_group_when_set(process: subprocess.Popen, stop: threading.Event) -> None:

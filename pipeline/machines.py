@@ -130,7 +130,7 @@ def run_on_machines(
     except BaseException as error:
         stopped = _cancel_quietly(ranks)
         if isinstance(error, StageFailed):
-            raise StageFailed(f"{stage} failed: {_cause(error, watch)}\n{stopped}") from error
+            raise StageFailed(f"{stage} failed: {_cause(error, watch)}\n{stopped}", error.code, error.tail) from error
         raise
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
