@@ -112,7 +112,7 @@ def test_a_mistake_is_one_line_before_prefect_starts(overrides, culprit, finishe
 @pytest.mark.parametrize(
     "args, culprit",
     [
-        (["--only", "finetune[20labels]", "--force", "pretrain"], "needs pretrain"),
+        (["--only", "distill[20labels]"], "needs finetune[20labels]"),
         (["no-such-config.yaml"], "no-such-config.yaml"),
     ],
     ids=["only without its upstream", "missing config file"],
