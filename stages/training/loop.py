@@ -91,9 +91,11 @@ def train_steps(
             loss_sum.zero_()
             window = 0
         if checkpoint_due:
-            save_checkpoint(accelerator, out_dir, step, scheduler, run_config)
+            # The curve first: a crash between the two leaves a curve ahead of the checkpoint, which resuming cuts
+            # (`read_curve`), never one behind it, which would lose the rows since the previous checkpoint.
             if accelerator.is_main_process:
                 write_curve(out_dir, curve)
+            save_checkpoint(accelerator, out_dir, step, scheduler, run_config)
     seconds = time.perf_counter() - start
     return TrainingResult(accelerator.unwrap_model(model), curve, total_steps, total_steps - first_step, seconds)
 
@@ -111,6 +113,7 @@ def read_curve(out_dir: Path, up_to: int) -> list[dict]:
 def write_curve(out_dir: Path, curve: list[dict]) -> None:
     path = out_dir / CURVE_FILE
     partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
         writer.writeheader()
