@@ -6,9 +6,9 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.flow import simclrv2_pipeline
-from pipeline.preflight import UpstreamMissing
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
+from pipeline.preflight import UpstreamMissing
 from tests.pipeline.conftest import TINY_RUN
 
 
