@@ -151,14 +151,14 @@ def _kill_group(process: subprocess.Popen) -> None:
     deadline = time.monotonic() + KILL_GRACE_SECONDS
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(KILL_GRACE_SECONDS)
-    while _group_running(process.pid) and time.monotonic() < deadline:
+    while group_running(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
-def _group_running(group: int) -> bool:
+def group_running(group: int) -> bool:
     """Whether a process of `group` still runs. Zombies (dead workers that an init process has yet to reap, which
     some container inits never do) do not count."""
     try:

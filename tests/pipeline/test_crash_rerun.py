@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from torch import nn
 
 import stages.training.loop as loop
+from pipeline.launcher import group_running
 from stages.optim.schedules import warmup_cosine_scheduler
 from tests.pipeline.conftest import TINY_RUN
 
@@ -86,19 +87,9 @@ def kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + 10
-    while group_alive(process.pid):  # the Prefect server and any stage process die with the run
+    while group_running(process.pid):  # the Prefect server and any stage process die with the run
         assert time.monotonic() < deadline, f"processes of group {process.pid} survived SIGKILL"
         time.sleep(0.05)
-
-
-def group_alive(group: int) -> bool:
-    """Whether a process of `group` still runs (zombies waiting for an init to reap them do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (comm)"
-            if int(pgrp) == group and state not in ("Z", "X"):
-                return True
-    return False
 
 
 def stage_dir(runs: Path, stage: str) -> Path | None:
