@@ -52,10 +52,6 @@ class StoredImages:
         path = path_of(self.dataset[stored][self.column])
         return f"row {stored} of split {self.split!r} ({path or 'embedded'})"
 
-    def to(self, *_: Any, **__: Any) -> StoredImages:
-        """Stays where it is: the images are read by loader workers, batch by batch."""
-        return self
-
 
 def stored(dataset: Dataset, column: str, split: str, source: str, skip_bad: bool, workers: int) -> StoredImages:
     """Every row of `dataset`'s image column, left undecoded."""
