@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_DECODER = datasets.Image()
 DECODE_BATCH = 256  # rows fetched from Arrow per read; decoding itself is row by row
+DEFAULT_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL's default `MAX_IMAGE_PIXELS`, 89,478,485
 
 
 class UnreadableImage(ValueError):
@@ -73,7 +74,14 @@ def undecoded(dataset: Dataset, column: str) -> Dataset:
 
 
 def decode_rows(
-    dataset: Dataset, column: str, split: str, image_size: int | None, skip_bad: bool, source: str
+    dataset: Dataset,
+    column: str,
+    split: str,
+    image_size: int | None,
+    skip_bad: bool,
+    source: str,
+    *,
+    max_pixels: int,
 ) -> DecodedRows:
     """Every row's image, resized to `image_size` when set; `split` and `source` name the rows in messages."""
     dataset = undecoded(dataset.select_columns([column]), column)  # we decode, row by row

@@ -50,7 +50,14 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value
 from pydantic import StrictBool, StrictFloat, StrictInt
 
 from stages.config_schema import SPEED_ONLY, InvalidConfig, config_dataclass
-from stages.data.decoding import DecodedRows, UnreadableImage, decode_rows, stack_images, undecoded
+from stages.data.decoding import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DecodedRows,
+    UnreadableImage,
+    decode_rows,
+    stack_images,
+    undecoded,
+)
 from stages.data.errors import DataError
 from stages.data.ids import joined_ids, row_ids
 from stages.data.labels import UNLABELED
@@ -101,6 +108,9 @@ class DataConfig:
     """seed of the held-out test split"""
     skip_bad_images: StrictBool = False
     """skip (and count) unreadable images instead of failing"""
+    max_image_pixels: Annotated[StrictInt, Ge(1)] = DEFAULT_MAX_IMAGE_PIXELS
+    """largest image read, in pixels (width x height, from its header, before decoding); a larger one is a bad image,
+    named or (with `skip_bad_images`) skipped. The default is PIL's guard against decompression bombs"""
     in_memory: StrictBool | None = None
     """decode every image once and keep it in memory (fast for small data), or off: stream them from the source
     through loader workers, crops cut from the originals (data larger than memory; `image_size` is then not applied);
@@ -278,14 +288,28 @@ def read_rows(dataset: Dataset, split: str, config: DataConfig, in_memory: bool)
     """The split's rows: decoded now (in memory), or left in the source for loader workers (streamed)."""
     if in_memory:
         return decode(dataset, split, config)
-    images = stored(dataset, config.image_column, split, config.source, config.skip_bad_images, config.loader_workers)
+    images = stored(
+        dataset,
+        config.image_column,
+        split,
+        config.source,
+        config.skip_bad_images,
+        config.loader_workers,
+        max_pixels=config.max_image_pixels,
+    )
     return UndecodedRows(images, source_paths(dataset, config), [f"{split}-{row}" for row in range(len(dataset))])
 
 
 def decode(dataset: Dataset, split: str, config: DataConfig) -> DecodedRows:
     try:
         return decode_rows(
-            dataset, config.image_column, split, config.image_size, config.skip_bad_images, config.source
+            dataset,
+            config.image_column,
+            split,
+            config.image_size,
+            config.skip_bad_images,
+            config.source,
+            max_pixels=config.max_image_pixels,
         )
     except UnreadableImage as error:
         raise DataError(

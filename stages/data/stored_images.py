@@ -14,7 +14,7 @@ import datasets
 import torch
 from datasets import Dataset
 
-from stages.data.decoding import path_of, undecoded
+from stages.data.decoding import DEFAULT_MAX_IMAGE_PIXELS, path_of, undecoded
 from stages.data.ids import joined_ids, row_ids
 
 
@@ -30,6 +30,7 @@ class StoredImages:
     skip_bad: bool  # with `data.skip_bad_images`: an unreadable image is skipped, not fatal
     index: torch.Tensor | None = None  # None: every row, in order
     workers: int = 0  # loader worker processes that decode them (`data.loader_workers`)
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are bad images (`data.max_image_pixels`)
 
     def __post_init__(self) -> None:
         if self.index is None:
@@ -53,10 +54,12 @@ class StoredImages:
         return f"row {stored} of split {self.split!r} ({path or 'embedded'})"
 
 
-def stored(dataset: Dataset, column: str, split: str, source: str, skip_bad: bool, workers: int) -> StoredImages:
+def stored(
+    dataset: Dataset, column: str, split: str, source: str, skip_bad: bool, workers: int, *, max_pixels: int
+) -> StoredImages:
     """Every row of `dataset`'s image column, left undecoded."""
     table = undecoded(dataset.select_columns([column]), column)
-    return StoredImages(table, column, split, source, skip_bad, workers=workers)
+    return StoredImages(table, column, split, source, skip_bad, workers=workers, max_pixels=max_pixels)
 
 
 @dataclass

@@ -53,7 +53,9 @@ def save(path: Path, array: np.ndarray, orientation: int | None = None, **kwargs
 def file_rows(paths: list[Path], skip_bad: bool = False) -> StoredImages:
     """Undecoded rows of image files, as `open_train_rows` gives them."""
     dataset = datasets.Dataset.from_dict({"image": [str(path) for path in paths]})
-    return stored(dataset.cast_column("image", datasets.Image()), "image", "train", "files", skip_bad, workers=0)
+    return stored(
+        dataset.cast_column("image", datasets.Image()), "image", "train", "files", skip_bad, workers=0, max_pixels=10**8
+    )
 
 
 def resized(image: PIL.Image.Image | np.ndarray, size: int, box=None) -> np.ndarray:
