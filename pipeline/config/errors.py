@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -146,12 +147,18 @@ def _range(metadata: Sequence[Any]) -> str:
 
 
 def show(value: Any) -> str:
-    """A value as the user wrote it in YAML, shortened."""
+    """A value as the user wrote it in YAML, shortened before it is written out: a YAML alias bomb is a list that
+    repeats itself a billion times, and its full repr would never end."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, dict):
         return "a section"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHOW_CHARS else text[: SHOW_CHARS - 3] + "..."
+
+
+SHOW_CHARS = 60
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, SHOW_CHARS, SHOW_CHARS

@@ -55,9 +55,20 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str, where: str) -> Any:
+class _ValueLoader(_YamlLoader):
+    """A `--set` value: one value, no aliases. An alias repeats a node without copying it, so a few hundred bytes of
+    aliases to aliases make a list of a billion items that every later step (validation, messages) would walk."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a --set value", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str, loader: type[yaml.SafeLoader] = _YamlLoader) -> Any:
     try:
-        return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: no arbitrary objects
+        return yaml.load(text, Loader=loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
@@ -71,7 +82,9 @@ def read_config_file(path: Path) -> dict:
         raise ConfigError(f"config file {path} {state}; pass an existing YAML file (e.g. configs/quickstart.yaml)")
     raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (experiment: ..., budgets: ...), got {show(raw)}")
+        # Named by its type only: a file that is no config (`config=/etc/passwd`) is never echoed.
+        kind = "nothing" if raw is None else f"a {type(raw).__name__}"
+        raise ConfigError(f"{path}: the top level must be a mapping (experiment: ..., budgets: ...), got {kind}")
     return raw
 
 
@@ -80,7 +93,7 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set pretrain.epochs=5")
+        raise ConfigError(f"--set {shortened(item)}: expected KEY=VALUE with a dotted key, e.g. --set pretrain.epochs=5")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -88,9 +101,9 @@ def apply_override(raw: dict, item: str) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"--set {item!r}: {where} is {show(child)}, not a section with keys")
+            raise ConfigError(f"--set {shortened(item)}: {where} is {show(child)}, not a section with keys")
         node = child
-    node[parts[-1]] = parse_yaml(text, f"--set {item!r}")
+    node[parts[-1]] = parse_yaml(text, f"--set {shortened(item)}", _ValueLoader)
 
 
 def validate_config(raw: Mapping[str, Any], where: str = "config") -> ExperimentConfig:
@@ -108,5 +121,15 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -
     raw = read_config_file(path)
     for item in overrides:
         apply_override(raw, item)
-    where = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
-    return validate_config(raw, where)
+    return validate_config(raw, describe_request(path, overrides))
+
+
+def describe_request(path: Path, overrides: Sequence[str]) -> str:
+    """Where a config came from, for its error messages."""
+    text = " ".join(overrides)
+    return f"{path} with --set {text if len(text) <= 200 else text[:197] + '...'}" if overrides else str(path)
+
+
+def shortened(text: str, limit: int = 80) -> str:
+    """`text` quoted, cut to `limit` characters before quoting (a deployment parameter may be megabytes long)."""
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3]) + "..."
