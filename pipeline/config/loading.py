@@ -93,7 +93,8 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
-        raise ConfigError(f"--set {shortened(item)}: expected KEY=VALUE with a dotted key, e.g. --set pretrain.epochs=5")
+        example = "e.g. --set pretrain.epochs=5"
+        raise ConfigError(f"--set {shortened(item)}: expected KEY=VALUE with a dotted key, {example}")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
