@@ -65,6 +65,7 @@ from stages.data.labels_file import read_labels_file
 from stages.data.memory_rule import keeps_in_memory
 from stages.data.stored_images import StoredImages, UndecodedRows, stored
 from stages.data.validation import split_off_validation
+from stages.failures import environment_fault_in, is_network_error
 
 logger = logging.getLogger(__name__)
 
@@ -393,9 +394,10 @@ def load_hub(name: str, source: str) -> Dataset | DatasetDict:
         _probe_hub(name, source, download_hint)
     try:
         return datasets.load_dataset(name)
-    except ConnectionError as error:  # offline mode, or the hub went away after the probe
-        raise DataError(f"{source}: cannot reach the Hugging Face hub ({error}). {download_hint}.") from None
     except Exception as error:
+        if isinstance(error, ConnectionError) and datasets.config.HF_HUB_OFFLINE:  # asked offline, and not cached
+            raise DataError(f"{source}: cannot reach the Hugging Face hub ({error}). {download_hint}.") from None
+        _raise_environment_fault(error, f"{source}: loading {name!r} from the hub failed; {download_hint}")
         raise DataError(f"{source}: could not load {name!r} from the hub: {error}") from error
 
 
@@ -406,13 +408,15 @@ def _probe_hub(name: str, source: str, download_hint: str) -> None:
 
     try:
         huggingface_hub.HfApi().dataset_info(name, timeout=HUB_PROBE_TIMEOUT_S)
-    except HfHubHTTPError:
-        return  # the hub answered (not found, gated, ...): `load_dataset` gives the precise error
     except Exception as error:
-        raise DataError(
-            f"{source}: cannot reach the Hugging Face hub ({type(error).__name__}: {error}). {download_hint}; "
-            "or, if it is in the local Hugging Face cache, set HF_HUB_OFFLINE=1 to use that copy."
-        ) from None
+        if isinstance(error, HfHubHTTPError) and not is_network_error(error):
+            return  # the hub answered (not found, gated, ...): `load_dataset` gives the precise error
+        _raise_environment_fault(
+            error,
+            f"{source}: the Hugging Face hub did not answer. {download_hint}; or, if it is in the local Hugging Face "
+            "cache, set HF_HUB_OFFLINE=1 to use that copy",
+        )
+        raise DataError(f"{source}: cannot query the Hugging Face hub ({type(error).__name__}: {error})") from error
 
 
 def load_disk(path: str, source: str) -> Dataset | DatasetDict:
@@ -421,10 +425,21 @@ def load_disk(path: str, source: str) -> Dataset | DatasetDict:
     except FileNotFoundError as error:
         raise DataError(f"{source}: {error} Write it with `Dataset.save_to_disk` or pick another source.") from None
     except Exception as error:
+        _raise_environment_fault(error, f"reading the data source {source!r}")
         empty = _empty_saved_splits(path)
         if empty:  # `datasets` saves an empty split but cannot read it back (an IndexError deep inside)
             raise DataError(f"{source}: split(s) {empty} are empty; every split needs images") from None
         raise DataError(f"{source}: datasets.load_from_disk failed: {type(error).__name__}: {error}") from error
+
+
+def _raise_environment_fault(error: Exception, context: str) -> None:
+    """Raise the environment's fault behind a loader's `error` (a full disk, a permission denied, the network, out
+    of memory) as itself, with `context` as a note: its type tells the pipeline that it is not bad data
+    (stages/failures.py). Return when `error` is a complaint about the data."""
+    fault = environment_fault_in(error)
+    if fault is not None:
+        fault.add_note(context)
+        raise fault
 
 
 def _empty_saved_splits(path: str) -> list[str]:
@@ -442,6 +457,7 @@ def _load(source: str, builder: str, **kwargs: Any) -> DatasetDict:
     try:
         return datasets.load_dataset(builder, **kwargs)
     except Exception as error:
+        _raise_environment_fault(error, f"reading the data source {source!r}")  # e.g. the datasets cache's disk is full
         if builder == "imagefolder" and ("corresponds to no data" in str(error) or "any data files" in str(error)):
             raise DataError(
                 f"{source}: no image files in it (or in one of its folders); point it at a folder of images"

@@ -11,7 +11,8 @@ which the flags given with it change: the pipeline launches a stage under `accel
 stage gets exactly the config the flow has.
 
 Bad input, a flag that does not parse or a value out of its bounds, ends with one line on stderr and exit status 2,
-as a stage's own bad input does in `run_and_print`.
+as a stage's own bad input does in `run_and_print` (which gives every kind of failure its exit status:
+stages/failures.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -36,6 +38,7 @@ from tyro.conf import arg
 from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec, PrimitiveTypeInfo
 
 from stages.config_schema import InvalidConfig
+from stages.failures import LASTING_FAULT_EXIT, MISTAKE_EXIT, Failure, failure_kind, lasting_fault_line
 
 Config = TypeVar("Config")
 REGISTRY = ConstructorRegistry()
@@ -182,21 +185,25 @@ def box_message(text: str) -> str:
 
 def usage_error(prog: str, message: str) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-BAD_INPUT = (ValueError, FileNotFoundError)  # DataError, SubsetError, config and checkpoint mismatches are ValueErrors
+    sys.exit(MISTAKE_EXIT)
 
 
 def run_and_print(prog: str, run: Callable[[], dict]) -> None:
-    """Run a stage and print its metrics as JSON. Bad input (and a NaN loss) ends with one line on stderr naming the
-    culprit and the fix, exit status 2 (as a usage error); SIMCLRV2_DEBUG=1 shows the traceback instead."""
-    from stages.training.loop import NonFiniteLossError  # here: the CLI module stays free of torch until a stage runs
-
+    """Run a stage and print its metrics as JSON. Its failure ends with the exit status of its kind
+    (stages/failures.py), which is how the pipeline tells them apart in a launched stage: bad input (and a NaN loss)
+    with one line on stderr naming the culprit and the fix, exit status 2 (as a usage error); a fault of the machine
+    that a retry will not fix (a full disk, a permission denied) with its traceback, then one line naming the path
+    and what to do, exit status 3; anything else with its traceback, exit status 1. SIMCLRV2_DEBUG=1 shows the
+    traceback of a mistake too."""
     try:
         metrics = run()
-    except (*BAD_INPUT, NonFiniteLossError) as error:
-        if os.environ.get("SIMCLRV2_DEBUG"):
+    except Exception as error:
+        kind = failure_kind(error)
+        if kind is Failure.MISTAKE and not os.environ.get("SIMCLRV2_DEBUG"):
+            usage_error(prog, str(error))
+        if kind is not Failure.LASTING_FAULT:
             raise
-        usage_error(prog, str(error))
+        traceback.print_exc()  # where it happened, when the line cannot name the path
+        print(f"{prog}: error: {lasting_fault_line(error)}", file=sys.stderr)
+        sys.exit(LASTING_FAULT_EXIT)
     print(json.dumps(metrics, indent=2))
