@@ -20,7 +20,10 @@ import socket
 MISTAKE_EXIT = 2  # as for a bad command line: the user has something to fix
 LASTING_FAULT_EXIT = 3  # the machine has something to fix first
 CRASH_EXIT = 1  # anything else: Python's own status for an uncaught exception
-INPUT_MISTAKES = (ValueError, FileNotFoundError)  # DataError, SubsetError, config and weights mismatches: ValueErrors
+# DataError, SubsetError, config and weights mismatches are ValueErrors; a path that is missing, or that is a
+# folder where a file belongs (or the other way round), or an output that is kept rather than overwritten is the
+# user's to change.
+INPUT_MISTAKES = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 # errno -> (what happened, what to do): faults of the machine that fail again until someone changes it.
 LASTING_ERRNOS = {
@@ -46,9 +49,11 @@ class Failure(enum.Enum):
 
 
 def failure_kind(error: BaseException) -> Failure:
-    """The kind of `error` raised inside a stage. A `FileNotFoundError` is the user's (a missing input file); any
-    other `OSError` is the machine's: a lasting fault for the errnos of `LASTING_ERRNOS`, else a passing one (EIO,
-    ESTALE on NFS, network errors: `ConnectionError`, `TimeoutError`, socket and HTTP errors are OSErrors)."""
+    """The kind of `error` raised inside a stage. A `FileNotFoundError` is the user's (a missing input file), as are
+    the other `INPUT_MISTAKES`; any other `OSError` is the environment's: a lasting fault for the errnos of
+    `LASTING_ERRNOS`, else a passing one (EIO, ESTALE on NFS, network errors: `ConnectionError`, `TimeoutError`,
+    socket and HTTP errors are OSErrors). Anything else that is not a mistake may pass too (out of memory, a killed
+    worker)."""
     from stages.training.loop import NonFiniteLossError  # here: a stage's `--help` stays free of torch
 
     if isinstance(error, (*INPUT_MISTAKES, NonFiniteLossError)):
@@ -91,8 +96,8 @@ def is_environment_fault(error: BaseException) -> bool:
     file's content that it raises as an errno-less `OSError` (PIL's unidentified image, pyarrow's bad footer)."""
     import torch  # here: a stage's `--help` stays free of torch
 
-    if isinstance(error, FileNotFoundError | IsADirectoryError | NotADirectoryError):
-        return False  # a path in the config that is wrong
+    if isinstance(error, INPUT_MISTAKES):
+        return False
     if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError) or is_network_error(error):
         return True
     return isinstance(error, OSError) and error.errno is not None

@@ -65,6 +65,8 @@ ROWS = {
     "bad data": (DataError("disk:/data: split 'train' is empty"), MISTAKE),
     "bad config value": (ValueError("pretrain.batch_size must be positive"), MISTAKE),
     "missing input file": (FileNotFoundError(errno.ENOENT, "No such file or directory", "/data/labels.csv"), MISTAKE),
+    "a folder where a file belongs": (IsADirectoryError(errno.EISDIR, "Is a directory", "/data/labels"), MISTAKE),
+    "an output kept": (FileExistsError("runs/select/next.csv exists and is kept; pass another --out"), MISTAKE),
     "diverging loss": (NonFiniteLossError("loss became nan at step 3"), MISTAKE),
     "launched stage refused its input": (StageFailed("... exited with code 2", 2, []), MISTAKE),
     "launched processes, one refused its input": (StageFailed("... code 1", 1, elastic_summary(2)), MISTAKE),
