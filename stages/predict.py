@@ -11,13 +11,15 @@ held out as the test split; it also writes `test_predictions.csv`
 are at each confidence. With `--images SOURCE` (any `--data.source` form, e.g. imagefolder:<folder>) it covers every
 image of that source, read batch by batch, so the folder need not fit in memory.
 
-Images go through the evaluation preprocessing (docs/simclrv2.md#evaluation-preprocessing). Writes
+Images go through the evaluation preprocessing (docs/simclrv2.md#evaluation-preprocessing); with `--images`, a large
+image is first decoded at a reduced scale (`decoded_side`), so memory does not grow with the photos' resolution. Writes
 `prelabels.csv` and `prelabels.parquet` (layout: stages/evaluation/prelabels.py) and `metrics.json` to `--out`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from datasets.utils import tqdm
 from pydantic import StrictInt
 
 from stages.config_schema import SPEED_ONLY, config_dataclass
+from stages.data.augment import evaluation_crop_proportion
 from stages.data.errors import DataError
 from stages.data.eval_crops import streamed_eval_crops
 from stages.data.image_stream import ImageStream
@@ -157,7 +160,14 @@ def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageS
     """The images of `config.images`. Sub-folders named after some of the classifier's classes must all be: a
     folder of cats, dogs and emus is refused by a cat-and-dog model; folders that name no class (dates, batches)
     are just folders."""
-    stream = ImageStream(config.images, config.eval_batch_size, config.data.image_size, config.data.image_column)
+    stream = ImageStream(
+        config.images,
+        config.eval_batch_size,
+        config.data.image_size,
+        config.data.image_column,
+        max_pixels=config.data.max_image_pixels,
+        min_side=decoded_side(config),
+    )
     folders, known = set(stream.class_names or ()), set(classifier.class_names)
     if folders & known and not folders <= known:
         raise DataError(
@@ -165,6 +175,14 @@ def source_images(config: PredictConfig, classifier: LoadedClassifier) -> ImageS
             f"{sorted(folders - known)[:10]} (it knows {classifier.class_names[:10]}); use a model trained on them"
         )
     return stream
+
+
+def decoded_side(config: PredictConfig) -> int:
+    """The shorter side an image may be shrunk to when it is decoded without losing what the network sees: the
+    `data.image_size` it is then resized to, else the side whose evaluation crop is `image_size` pixels."""
+    if config.data.image_size is not None:
+        return config.data.image_size
+    return math.ceil(config.image_size / evaluation_crop_proportion(config.image_size))
 
 
 def write_prelabels(

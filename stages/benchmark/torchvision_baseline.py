@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from stages.data.crop_loader import LOADER_TIMEOUT_S
 from stages.losses.nt_xent import nt_xent
 from stages.models.heads import ProjectionHead, SimCLRModel
 
@@ -120,6 +121,7 @@ def baseline_views_per_second(
             pin_memory=device.type == "cuda",
             persistent_workers=True,
             multiprocessing_context="forkserver",
+            timeout=LOADER_TIMEOUT_S,  # a hung worker fails the benchmark instead of hanging it
         )
 
     data_seconds = _window_seconds(make_loader(), lambda views: None, device, warmup, repeats)

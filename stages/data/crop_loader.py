@@ -9,25 +9,24 @@ Workers decode only what the crops need: JPEGs are decoded at the smallest DCT s
 leaves both crops at least `S` pixels wide (PIL's `draft`), which makes decoding several times cheaper for large
 images. Batches come from a `DataLoader` with `batch_size=None` (a worker builds a whole step), pinned for the copy.
 Its workers start from a forkserver, so a script that pretrains with them must guard its entry point with
-`if __name__ == "__main__":` (Python's rule for forkserver and spawn; the stage commands and `simclrv2` do).
+`if __name__ == "__main__":` (Python's rule for forkserver and spawn; the stage commands and `simclrv2` do). A worker
+that delivers nothing for `LOADER_TIMEOUT_S` fails the run rather than hanging it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from stages.data.augment import crop_boxes
-from stages.data.decoding import open_image, to_rgb
+from stages.data.decoding import decoded_rgb, is_bad_image, open_image
 from stages.data.errors import DataError
 from stages.data.stored_images import StoredImages
 from stages.training.batches import local_batch, step_generator
@@ -38,6 +37,9 @@ CROP_STREAM = 1  # step_generator stream of the workers' crop boxes (0 is the de
 SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees: width and height swap
 MAX_REPLACEMENTS = 100  # consecutive unreadable rows skipped before giving up
 PREFETCH = 4  # steps each worker prepares ahead
+# Seconds the loader waits for a worker's next item before it fails: a step of 4096 images may take a worker this
+# long at 0.3 s an image (cold network storage), and a hung worker (a stuck NFS read) fails the run in 20 minutes.
+LOADER_TIMEOUT_S = 1200
 
 
 class CropBatches(torch.utils.data.Dataset):
@@ -72,6 +74,8 @@ class CropBatches(torch.utils.data.Dataset):
                     crops[:, i] = cut_crops(image, [view[i].tolist() for view in boxes], self.size)
                     break
                 except Exception as error:  # a header that parses but data that does not decode (e.g. truncated)
+                    if not is_bad_image(error):
+                        raise
                     self._unreadable((row + skipped) % len(self.images), error)
                     opened[i] = self._open(row, skipped + 1)
                     # A box's draws do not depend on the sizes: redrawn, the other rows' boxes stay the same.
@@ -97,10 +101,10 @@ class CropBatches(torch.utils.data.Dataset):
         for attempt in range(first_attempt, MAX_REPLACEMENTS):
             candidate = (row + attempt) % len(self.images)
             try:
-                image = open_image(self.images.value(candidate))
-                image.size  # noqa: B018 - the header is parsed here, so a broken file fails here
-                return attempt, image
-            except Exception as error:
+                return attempt, open_image(self.images.value(candidate), self.images.max_pixels)
+            except Exception as error:  # the header is parsed on opening, so a broken file fails here
+                if not is_bad_image(error):
+                    raise
                 self._unreadable(candidate, error)
         raise DataError(f"{self.images.source}: {MAX_REPLACEMENTS} consecutive images from row {row} are unreadable")
 
@@ -137,11 +141,7 @@ def cut_crops(image: PIL.Image.Image, boxes: list[list[float]], size: int) -> li
     orientation, and resize each (x0, y0, w, h) box, given in oriented full-size pixels, to `size x size` RGB."""
     full_width, full_height = oriented_size(image)
     smallest_side = min(min(w, h) for _, _, w, h in boxes)
-    reduce = max(1.0, smallest_side / size)  # decoding may shrink the image this much and lose nothing
-    if image.format == "JPEG" and reduce >= 2:
-        stored_width, stored_height = image.size
-        image.draft("RGB", (math.ceil(stored_width / reduce), math.ceil(stored_height / reduce)))
-    decoded = to_rgb(PIL.ImageOps.exif_transpose(image))
+    decoded = decoded_rgb(image, shrink=smallest_side / size)  # decoding may shrink it this much and lose nothing
     scale_x, scale_y = decoded.width / full_width, decoded.height / full_height
     crops = []
     for x0, y0, w, h in boxes:
@@ -159,6 +159,27 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def worker_loader(
+    items: torch.utils.data.Dataset,
+    workers: int,
+    pin: bool,
+    sampler: Sampler | range | None = None,
+    prefetch: int = PREFETCH,
+) -> DataLoader:
+    """Items of `items` (each a whole batch) from `workers` processes (0: this one) that work `prefetch` items ahead,
+    pinned when `pin`. A worker that delivers nothing for `LOADER_TIMEOUT_S` raises instead of hanging the run."""
+    return DataLoader(
+        items,
+        batch_size=None,  # an item is already a whole batch
+        sampler=sampler,
+        num_workers=workers,
+        prefetch_factor=prefetch if workers else None,
+        pin_memory=pin,
+        multiprocessing_context=worker_context() if workers else None,
+        timeout=LOADER_TIMEOUT_S if workers else 0,  # torch allows a timeout only with workers
+    )
+
+
 @dataclass
 class CropStream:
     """`stream(step)`: the crops of `step` on `device`, from a worker pool that works ahead. The pool starts at the
@@ -174,15 +195,8 @@ class CropStream:
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(the step's crops on the device, the rows they come from, on the CPU)."""
         if self._iterator is None:
-            loader = DataLoader(
-                self.batches,
-                batch_size=None,  # an item is already a whole step
-                sampler=range(step, self.total_steps),
-                num_workers=self.workers,
-                prefetch_factor=self.prefetch if self.workers else None,
-                pin_memory=self.device.type == "cuda",
-                multiprocessing_context=worker_context() if self.workers else None,
-            )
+            pin = self.device.type == "cuda"
+            loader = worker_loader(self.batches, self.workers, pin, range(step, self.total_steps), self.prefetch)
             self._iterator = iter(loader)
         loaded_step, crops, rows = next(self._iterator)
         if loaded_step != step:

@@ -1,7 +1,8 @@
 """The streaming path of evaluation: loader workers decode each image (JPEGs at a reduced DCT scale) and cut its
 evaluation crop straight from the original: the centred square of `evaluation_crop_proportion` of the shorter side,
 resized to the network's size. The same geometry as the in-memory path's `CenterCrop.for_evaluation`, without the
-pre-resized copy of every image. Batches come in order, pinned, from a worker pool that works ahead."""
+pre-resized copy of every image. Batches come in order, pinned, from a worker pool that works ahead
+(`worker_loader`)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from stages.data.augment import evaluation_crop_proportion
-from stages.data.crop_loader import PREFETCH, cut_crops, oriented_size, unreadable, worker_context
-from stages.data.decoding import open_image
+from stages.data.crop_loader import cut_crops, oriented_size, unreadable, worker_loader
+from stages.data.decoding import is_bad_image, open_image
 from stages.data.stored_images import StoredImages
 
 
@@ -34,11 +34,13 @@ class EvalCropBatches(torch.utils.data.Dataset):
         readable = torch.ones(len(rows), dtype=torch.bool)
         for i, row in enumerate(rows.tolist()):
             try:
-                image = open_image(self.images.value(row))
+                image = open_image(self.images.value(row), self.images.max_pixels)
                 width, height = oriented_size(image)
                 side = self.proportion * min(width, height)
                 crops[i] = cut_crops(image, [[(width - side) / 2, (height - side) / 2, side, side]], self.size)[0]
             except Exception as error:
+                if not is_bad_image(error):
+                    raise  # a fault of the machine (out of memory, a disk error), not of the image
                 unreadable(self.images, row, error)  # raises unless bad images are skipped
                 readable[i] = False
         return rows, torch.from_numpy(crops).permute(0, 3, 1, 2), readable
@@ -48,13 +50,6 @@ def streamed_eval_crops(
     images: StoredImages, size: int, batch_size: int, workers: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(rows, uint8 crops on `device`, readable) per batch, in row order."""
-    loader = DataLoader(
-        EvalCropBatches(images, size, batch_size),
-        batch_size=None,  # an item is already a whole batch
-        num_workers=workers,
-        prefetch_factor=PREFETCH if workers else None,
-        pin_memory=device.type == "cuda",
-        multiprocessing_context=worker_context() if workers else None,
-    )
+    loader = worker_loader(EvalCropBatches(images, size, batch_size), workers, pin=device.type == "cuda")
     for rows, crops, readable in loader:
         yield rows, crops.to(device, non_blocking=True), readable

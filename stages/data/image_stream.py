@@ -1,5 +1,7 @@
 """Images of any source read in batches, for pre-labeling folders that need not fit in memory: rows are decoded as
-each batch is needed, unreadable files are skipped and counted (and named in the log), never fatal."""
+each batch is needed, unreadable files (and files over `max_pixels`) are skipped and counted (and named in the log),
+never fatal. With `min_side`, large images are decoded at a reduced scale, so a batch of photos takes memory that
+follows `min_side`, not the photos' resolution."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import datasets
 import torch
 from datasets import Dataset
 
-from stages.data.decoding import decode_image, undecoded
+from stages.data.decoding import DEFAULT_MAX_IMAGE_PIXELS, decode_image, undecoded
 from stages.data.errors import DataError
 from stages.data.ids import row_ids
 from stages.data.sources import UNLABELED_SPLIT, image_column_of, log_non_images, open_source
@@ -40,6 +42,8 @@ class ImageStream:
     image_size: int | None  # shorter side resized and centre-cropped to this; None: as stored (one size per batch)
     image_column: str = "image"
     label_column: str = "label"
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger images are skipped as unreadable (`data.max_image_pixels`)
+    min_side: int | None = None  # decoded shrunk by whole factors while the shorter side stays this long (None: not)
     skipped: list[str] = field(default_factory=list)  # unreadable images, by name
 
     def __post_init__(self) -> None:
@@ -78,7 +82,15 @@ class ImageStream:
     ) -> Iterator[tuple[list[str], list[str], torch.Tensor]]:
         by_size: dict[tuple, tuple[list, list, list]] = {}
         for row, value in enumerate(values):
-            array = decode_image(value, ids[row], paths[row], self.image_size, skip_bad=True)
+            array = decode_image(
+                value,
+                ids[row],
+                paths[row],
+                self.image_size,
+                skip_bad=True,
+                max_pixels=self.max_pixels,
+                min_side=self.min_side,
+            )
             if array is None:
                 self.skipped.append(paths[row] or ids[row])
                 logger.warning("%s: skipped the unreadable image %s", self.source, paths[row] or ids[row])

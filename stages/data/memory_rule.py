@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from datasets import Dataset
 
-from stages.data.decoding import open_image, undecoded
+from stages.data.decoding import is_bad_image, open_header, undecoded
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,11 @@ def decoded_bytes(dataset: Dataset, column: str, image_size: int | None) -> int:
     pixels = []
     for value in rows[column]:
         try:
-            width, height = open_image(value).size
+            width, height = open_header(value).size
             pixels.append(width * height)
-        except Exception:  # an unreadable image: the stage that decodes it names it
-            continue
+        except Exception as error:
+            if not is_bad_image(error):
+                raise
+            continue  # an unreadable image: the stage that decodes it names it
     mean = sum(pixels) / len(pixels) if pixels else 0
     return int(len(dataset) * mean * 3)

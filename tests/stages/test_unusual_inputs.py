@@ -183,6 +183,28 @@ def test_without_skip_bad_images_a_corrupt_image_is_one_error_naming_it(tmp_path
     assert garbage.exists()
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in memory", "streamed"])
+def test_an_image_over_max_image_pixels_is_named_or_skipped_and_counted(tmp_path, in_memory):
+    expected = make_folder(tmp_path / "images", mixed_sizes)  # at most 48 x 42 pixels
+    PIL.Image.new("RGB", (200, 200), RED).save(tmp_path / "images" / "a" / "huge.png")
+    settings = dict(
+        source=f"imagefolder:{tmp_path / 'images'}",
+        image_size=16,
+        in_memory=in_memory,
+        loader_workers=0,
+        max_image_pixels=10_000,
+    )
+    with pytest.raises(DataError, match=r"huge\.png.*TooManyPixels.*max_image_pixels.*skip_bad_images"):
+        for split in load_splits(DataConfig(**settings)):
+            read_back(split, 16)
+    skipped = 0
+    for split in load_splits(DataConfig(**settings, skip_bad_images=True)):
+        images, rows = read_back(split, 16)
+        assert_colours(split, images, rows, expected)
+        skipped += split.skipped if in_memory else len(split) - len(rows)
+    assert skipped == 1
+
+
 def every_kind(name: str, index: int):
     """Each class: one image of every unusual kind."""
     makers = [rgba, palette, palette_transparent, gray16, mixed_sizes, large_jpeg]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from stages.data.crop_loader import CropBatches, CropStream, cut_crops, open_image, oriented_size
+from stages.data.decoding import DEFAULT_MAX_IMAGE_PIXELS as MAX_PIXELS
 from stages.data.sources import DataConfig, DataError, open_train_rows
 from stages.data.stored_images import StoredImages, stored
 from stages.training.batches import local_batch
@@ -54,7 +55,13 @@ def file_rows(paths: list[Path], skip_bad: bool = False) -> StoredImages:
     """Undecoded rows of image files, as `open_train_rows` gives them."""
     dataset = datasets.Dataset.from_dict({"image": [str(path) for path in paths]})
     return stored(
-        dataset.cast_column("image", datasets.Image()), "image", "train", "files", skip_bad, workers=0, max_pixels=10**8
+        dataset.cast_column("image", datasets.Image()),
+        "image",
+        "train",
+        "files",
+        skip_bad,
+        workers=0,
+        max_pixels=MAX_PIXELS,
     )
 
 
@@ -151,7 +158,7 @@ def draft_calls(monkeypatch) -> list[tuple[tuple[int, int], tuple[int, int]]]:
 @pytest.mark.parametrize("orientation", [None, 6])
 def test_large_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(tmp_path, draft_calls, orientation):
     path = save(tmp_path / "big.jpg", smooth(800, 600), orientation, quality=95)
-    image = open_image(str(path))
+    image = open_image(str(path), MAX_PIXELS)
     displayed = (600, 800) if orientation == 6 else (800, 600)
     assert image.size == (800, 600) and oriented_size(image) == displayed
     boxes = [[100.0, 50.0, 420.0, 450.0], [0.0, 0.0, 600.0, 600.0]]  # x0, y0, w, h as displayed
@@ -170,7 +177,7 @@ def test_large_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(tmp_p
 
 def test_a_large_grayscale_jpeg_gives_rgb_crops(tmp_path, draft_calls):
     path = save(tmp_path / "gray.jpg", smooth(640, 480)[..., 1], quality=95)
-    image = open_image(str(path))
+    image = open_image(str(path), MAX_PIXELS)
     assert image.mode == "L"
     crop = cut_crops(image, [[0.0, 0.0, 480.0, 480.0]], 32)[0]
     assert [decoded for _, decoded in draft_calls] == [(80, 60)]
@@ -181,7 +188,9 @@ def test_a_large_grayscale_jpeg_gives_rgb_crops(tmp_path, draft_calls):
 
 def test_jpeg_crops_too_small_to_reduce_are_decoded_at_full_size(tmp_path, draft_calls):
     path = save(tmp_path / "big.jpg", smooth(800, 600), quality=95)
-    crop = cut_crops(open_image(str(path)), [[200.0, 100.0, 60.0, 50.0]], 32)[0]  # 50 / 32 < 2: nothing to gain
+    crop = cut_crops(open_image(str(path), MAX_PIXELS), [[200.0, 100.0, 60.0, 50.0]], 32)[
+        0
+    ]  # 50 / 32 < 2: nothing to gain
     assert draft_calls == []
     assert np.array_equal(crop, resized(PIL.Image.open(path), 32, (200, 100, 260, 150)))
 
@@ -189,7 +198,7 @@ def test_jpeg_crops_too_small_to_reduce_are_decoded_at_full_size(tmp_path, draft
 def test_exif_orientation_6_crops_come_from_the_displayed_image(tmp_path):
     stored = noise(1, 48, 40)  # 48 wide, 40 high as stored; displayed rotated 90 degrees clockwise: 40 x 48
     path = save(tmp_path / "rotated.png", stored, orientation=6)
-    image = open_image(str(path))
+    image = open_image(str(path), MAX_PIXELS)
     assert image.size == (48, 40) and oriented_size(image) == (40, 48)
     _, crops, _ = CropBatches(file_rows([path]), 16, global_batch=1, seed=0, crop_scale=FULL)[0]
     displayed = np.ascontiguousarray(np.rot90(stored, k=-1))

@@ -150,3 +150,17 @@ def test_no_images_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=str(tmp_path / "empty")):
         ImageStream(f"imagefolder:{tmp_path / 'empty'}", batch_size=2, image_size=None)
+
+
+def test_min_side_shrinks_large_images_by_whole_factors_and_leaves_small_ones_as_they_are(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (width, height) in {"small": (15, 9), "edge": (30, 19), "large": (103, 40)}.items():
+        PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    as_stored = {ids[0]: images[0] for ids, _, images in ImageStream(f"imagefolder:{folder}", 1, None)}
+    reduced = {ids[0]: images[0] for ids, _, images in ImageStream(f"imagefolder:{folder}", 1, None, min_side=10)}
+    assert torch.equal(reduced["small.png"], as_stored["small.png"])  # shorter side under twice min_side
+    assert torch.equal(reduced["edge.png"], as_stored["edge.png"])
+    large = PIL.Image.open(folder / "large.png").reduce(4, box=(1, 0, 101, 40))  # 4 x 4 boxes, centred: 25 x 10
+    assert torch.equal(reduced["large.png"], torch.tensor(np.asarray(large)).permute(2, 0, 1))

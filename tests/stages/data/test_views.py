@@ -8,6 +8,7 @@ import torch
 
 from stages.data.augment import SimCLRAugment
 from stages.data.crop_loader import CropBatches, open_image
+from stages.data.decoding import DEFAULT_MAX_IMAGE_PIXELS as MAX_PIXELS
 from stages.data.decoding import to_rgb
 from stages.data.sources import DataConfig, open_train_rows
 from stages.data.views import InMemoryViews, StreamedViews
@@ -56,7 +57,7 @@ def test_the_two_sources_read_the_same_training_images(digits, rows):
     train, _ = digits
     assert len(rows) == len(train) == 1437
     for row in (0, 1, 700, len(rows) - 1):
-        decoded = np.asarray(to_rgb(open_image(rows.value(row))))
+        decoded = np.asarray(to_rgb(open_image(rows.value(row), MAX_PIXELS)))
         assert np.array_equal(decoded, train.images[row].permute(1, 2, 0).numpy())
 
 
