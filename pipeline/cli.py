@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, load_config
+from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig
+from pipeline.deployment_inputs import load_cli_request
 from pipeline.failures import MISTAKE_EXIT
 from pipeline.manifest import read_manifest, write_manifest
 from pipeline.plan import build_plan, downstream, select
@@ -114,7 +115,7 @@ def check_run_request(args: argparse.Namespace) -> ExperimentConfig:
     Returns the validated config, for the flow to run without loading it again."""
     from pipeline.preflight import preflight  # imports the data path: only for `run`
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_cli_request(args.config, args.overrides)
     plan = build_plan(cfg)
     targets = select(plan, args.only) if args.only else set(plan)
     forced = downstream(plan, select(plan, args.force)) & targets if args.force else set()
@@ -177,9 +178,15 @@ def report_command(args: argparse.Namespace) -> int:
 
     stage_dirs = {name: Path(entry["path"]) for name, entry in manifest["inputs"].items()}
     settings = ReportSettings.from_config(manifest["config"], manifest["config"].get("dataset", "not recorded"))
-    metrics = build_report(stage_dirs, report_dir, settings)
-    fields = ("stage", "fingerprint", "config", "inputs", "wall_seconds", "devices", "code_version")
-    write_manifest(report_dir, **{key: manifest[key] for key in fields}, metrics=metrics)  # new checksums
+    experiment_dir = report_dir.resolve().parents[1]  # runs_dir/<experiment>/report/<fingerprint>
+    try:
+        with experiment_lock(experiment_dir.parent, experiment_dir.name):  # a run may be writing this report
+            metrics = build_report(stage_dirs, report_dir, settings)
+            fields = ("stage", "fingerprint", "config", "inputs", "wall_seconds", "devices", "code_version")
+            write_manifest(report_dir, **{key: manifest[key] for key in fields}, metrics=metrics)  # new checksums
+    except ExperimentLocked as error:
+        print(f"simclrv2 report: {error}", file=sys.stderr)
+        return 2
     print(f"report: {report_dir / 'report.html'}\n{metrics['headline']}")
     return 0
 

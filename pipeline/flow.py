@@ -33,13 +33,21 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import deployment as this_deployment
 
-from pipeline.config import ExperimentConfig, LaunchConfig, load_config
+from pipeline.config import ExperimentConfig, LaunchConfig
+from pipeline.deployment_inputs import (
+    ConfigRequest,
+    RequestRefused,
+    check_wait,
+    load_cli_request,
+    load_deployment_request,
+)
 from pipeline.failures import PipelineFailed, retry_only_crashes
 from pipeline.launcher import run_in_process, run_stage
 from pipeline.machines import run_on_machines
 from pipeline.manifest import is_complete, read_manifest, write_manifest
-from pipeline.plan import REPORT, Plan, StageRun, build_plan, downstream, input_paths, select
+from pipeline.plan import REPORT, TRAINING_STAGES, Plan, StageRun, build_plan, downstream, input_paths, select
 from pipeline.preflight import check_upstream, preflight
 from pipeline.store import device_info, experiment_lock
 from reports import ReportSettings, build_report
@@ -47,8 +55,6 @@ from stages.training.checkpoints import flat_config
 
 FLOW_NAME = "simclrv2-pipeline"
 REPORT_MARKDOWN, REPORT_HTML = "report.md", "report.html"
-# Launched when several processes are configured; evaluate trains the linear evaluation's layer.
-TRAINING_STAGES = ("pretrain", "finetune", "distill", "evaluate")
 PROGRESS = re.compile(r"step (\d+)/(\d+)")
 # Accelerate keeps one process-wide state, so in-process stages take turns; launched ones could overlap, but they
 # would share the same GPUs and rendezvous port, so they take turns too.
@@ -78,8 +84,12 @@ def simclrv2_pipeline(
     force: rerun these stages and everything downstream of them, even if finished.
     wait_for_lock: seconds to wait when another run of the same experiment holds it (0: stop at once).
     experiment: `config` with `overrides` already validated (`simclrv2 run` checks it before the flow starts), so
-    that it is not loaded twice; None (deployments): load it here."""
-    cfg = experiment if experiment is not None else load_config(config, overrides or [])
+    that it is not loaded twice; None (deployments): load it here.
+
+    A deployment run takes its parameters from whoever reaches the Prefect API: it reads configs from the checkout
+    only and its overrides change no path and no launch command (pipeline/deployment_inputs.py)."""
+    request = ConfigRequest.of(config, overrides)
+    cfg = _requested_config(request, wait_for_lock, experiment)
     plan = build_plan(cfg)
     targets = select(plan, parse_names(only)) if only else set(plan)
     forced = downstream(plan, select(plan, parse_names(force))) & targets if force else set()
@@ -97,7 +107,7 @@ def simclrv2_pipeline(
             if name in targets:
                 waits = [futures[u] for u in run.upstream if u in futures]
                 futures[name] = stage_task.with_options(task_run_name=name).submit(
-                    plan, name, cfg.launch, wait_for=waits
+                    plan, name, cfg.launch, request, wait_for=waits
                 )
         for name, future in futures.items():  # in dependency order: the first failure is the upstream one
             try:
@@ -108,8 +118,20 @@ def simclrv2_pipeline(
     return str(report_path(plan))
 
 
+def _requested_config(
+    request: ConfigRequest, wait_for_lock: float, experiment: ExperimentConfig | None
+) -> ExperimentConfig:
+    """The run's config: in a deployment run, only what its caller may ask (pipeline/deployment_inputs.py)."""
+    if this_deployment.id is None:
+        return experiment if experiment is not None else load_cli_request(request.config, request.overrides)
+    if experiment is not None:
+        raise RequestRefused("experiment: not a deployment parameter; pass `config` (a file in configs/), `overrides`")
+    check_wait(wait_for_lock)
+    return load_deployment_request(request.config, request.overrides)
+
+
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, retry_condition_fn=retry_only_crashes)
-def stage_task(plan: Plan, name: str, launch: LaunchConfig) -> dict:
+def stage_task(plan: Plan, name: str, launch: LaunchConfig, request: ConfigRequest) -> dict:
     """Run one stage instance unless the store holds it; write its manifest; publish its metrics."""
     run, logger = plan[name], get_run_logger()
     if is_complete(run.out_dir):
@@ -117,7 +139,7 @@ def stage_task(plan: Plan, name: str, launch: LaunchConfig) -> dict:
         return read_manifest(run.out_dir)["metrics"]
     with _ONE_STAGE_AT_A_TIME, stage_logs_to(logger, name) as on_line:
         start = time.perf_counter()
-        metrics = execute(plan, run, launch, on_line)
+        metrics = execute(plan, run, launch, on_line, request)
         wall = time.perf_counter() - start
     launched = launch.num_processes > 1 and run.module in TRAINING_STAGES
     devices = device_info(
@@ -146,7 +168,7 @@ def stage_task(plan: Plan, name: str, launch: LaunchConfig) -> dict:
     return metrics
 
 
-def execute(plan: Plan, run: StageRun, launch: LaunchConfig, on_line: Any) -> dict:
+def execute(plan: Plan, run: StageRun, launch: LaunchConfig, on_line: Any, request: ConfigRequest) -> dict:
     inputs = input_paths(plan, run)
     if run.module == REPORT:
         settings = ReportSettings.from_config(run.config, run.config["dataset"])
@@ -154,10 +176,11 @@ def execute(plan: Plan, run: StageRun, launch: LaunchConfig, on_line: Any) -> di
         publish_report(run.out_dir, metrics)
         return metrics
     if run.module in TRAINING_STAGES and launch.num_machines > 1:
-        return run_on_machines(run.module, run.config, inputs, run.out_dir, launch, on_line, run.name)
+        return run_on_machines(run, inputs, launch, on_line, request)
     if run.module in TRAINING_STAGES:
         return run_stage(run.module, run.config, inputs, run.out_dir, launch, on_line)
-    return run_in_process(run.module, run.config, inputs, run.out_dir)  # cheap stages: one process is enough
+    # cheap stages: one process is enough
+    return run_in_process(run.module, run.config, inputs, run.out_dir, launch.stage_timeout)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from prefect.utilities.timeout import timeout as prefect_timeout
+
 from pipeline.config import LaunchConfig
+from pipeline.processes import group_running
+from pipeline.store import held_lock_descriptors, record_stage_group
 from stages.training.cli import config_as_json
 
 log = logging.getLogger(__name__)
@@ -35,15 +39,42 @@ class StageFailed(RuntimeError):
     """A launched stage exited with an error; the message holds the tail of its output. `code`: its exit status
     (2: the stage refused its input, as its own command line does; None: it did not get to exit by itself)."""
 
+    timed_out = False
+
     def __init__(self, message: str, code: int | None = None, tail: list[str] | None = None) -> None:
         super().__init__(message)
         self.code, self.tail = code, tail or []
 
 
-def run_in_process(module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path) -> dict:
-    """`stages.<module>.run(...)` in this process; returns its metrics."""
+class StageTimedOut(StageFailed):
+    """A stage ran past `launch.stage_timeout` and was stopped. Not retried: it would most likely hang again."""
+
+    timed_out = True
+
+    def __init__(self, seconds: float, tail: list[str] | None = None) -> None:
+        super().__init__(
+            f"ran past launch.stage_timeout ({seconds:g} s) and was stopped; if it was still making progress, raise "
+            "launch.stage_timeout, else its log says where it hung",
+            None,
+            tail,
+        )
+
+
+def run_in_process(
+    module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path, timeout: float | None = None
+) -> dict:
+    """`stages.<module>.run(...)` in this process; returns its metrics. Past `timeout` seconds the stage is
+    interrupted (an exception raised into its thread at its next Python line: a training step, a batch)."""
     stage = importlib.import_module(f"stages.{module}")
-    return stage.run(config, dict(inputs), out_dir)
+    try:
+        with prefect_timeout(timeout, timeout_exc_type=_InProcessTimeout):
+            return stage.run(config, dict(inputs), out_dir)
+    except _InProcessTimeout:
+        raise StageTimedOut(timeout or 0.0) from None
+
+
+class _InProcessTimeout(TimeoutError):
+    """Raised into an in-process stage at its timeout; told apart from a TimeoutError of the stage's own."""
 
 
 def launch_command(
@@ -91,16 +122,20 @@ def run_launched(
     """Run `command` in a new process group, streaming its merged output line by line to `on_line`.
 
     Any way out other than a clean exit (error, timeout, `stop` set by another thread, KeyboardInterrupt, a cancelled
-    Prefect task) kills the whole group: first SIGTERM, then SIGKILL after a grace period."""
+    Prefect task) kills the whole group: first SIGTERM, then SIGKILL after a grace period. Should this process die
+    without a way out (SIGKILL), the command gets SIGTERM (pipeline/die_with_parent.py), and until the group is gone
+    the experiment's lock stays taken: the command inherits its descriptor and the lock file names the group."""
     process = subprocess.Popen(
-        command,
+        [sys.executable, "-m", "pipeline.die_with_parent", str(os.getpid()), *command],
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
         start_new_session=True,  # its own process group, so that killpg reaches every worker
+        pass_fds=held_lock_descriptors(),
     )
+    record_stage_group(process.pid)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     timed_out = threading.Event()
 
@@ -124,11 +159,24 @@ def run_launched(
     finally:
         if timer:
             timer.cancel()
+        _wait_for_group(process.pid)  # a worker the launcher left behind must not outlive the lock
+        record_stage_group(None)
+    if timed_out.is_set():
+        raise StageTimedOut(timeout or 0.0, list(tail))
     if code != 0:
-        why = f"timed out after {timeout:g} s and was killed" if timed_out.is_set() else f"exited with code {code}"
-        why = "was stopped" if stop and stop.is_set() else why
-        exit_code = None if timed_out.is_set() or (stop and stop.is_set()) else code
+        why = "was stopped" if stop and stop.is_set() else f"exited with code {code}"
+        exit_code = None if stop and stop.is_set() else code
         raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n" + "\n".join(tail), exit_code, list(tail))
+
+
+def _wait_for_group(group: int) -> None:
+    """Wait for the rest of a group whose leader has exited; SIGKILL it after the grace period."""
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while group_running(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        if group_running(group):
+            os.killpg(group, signal.SIGKILL)
 
 
 def _kill_group_when_set(process: subprocess.Popen, stop: threading.Event) -> None:
@@ -158,23 +206,6 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def group_running(group: int) -> bool:
-    """Whether a process of `group` still runs. Zombies (dead workers that an init process has yet to reap, which
-    some container inits never do) do not count."""
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    if not os.path.isdir("/proc"):
-        return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            state, _, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (comm)"
-            if int(pgrp) == group and state not in ("Z", "X"):
-                return True
-    return False
-
-
 def run_stage(
     module: str,
     config: Any,
@@ -182,10 +213,11 @@ def run_stage(
     out_dir: Path,
     launch: LaunchConfig,
     on_line: Callable[[str], None] = print,
-    timeout: float | None = None,
 ) -> dict:
-    """Run a stage in-process (one process) or launched (several); either way return its metrics."""
+    """Run a stage in-process (one process) or launched (several), for at most `launch.stage_timeout` seconds;
+    either way return its metrics."""
     if launch.num_processes == 1:
-        return run_in_process(module, config, inputs, out_dir)
-    run_launched(launch_command(module, config, inputs, out_dir, launch), launch_env(launch), on_line, timeout)
+        return run_in_process(module, config, inputs, out_dir, launch.stage_timeout)
+    command = launch_command(module, config, inputs, out_dir, launch)
+    run_launched(command, launch_env(launch), on_line, launch.stage_timeout)
     return json.loads((Path(out_dir) / "metrics.json").read_text())

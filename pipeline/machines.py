@@ -35,8 +35,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
 from pipeline.config import LaunchConfig
+from pipeline.deployment_inputs import ConfigRequest, load_deployment_request
 from pipeline.launcher import StageFailed, launch_command, launch_env, run_launched
-from stages.training.cli import config_as_json
+from pipeline.plan import StageRun
 
 POLL_SECONDS = 2.0
 FINISH_WAIT_SECONDS = 120.0  # after rank 0 ends well, the others only have to exit
@@ -99,40 +100,41 @@ class RankRuns:
 
 
 def run_on_machines(
-    module: str,
-    config: Any,
+    run: StageRun,
     inputs: Mapping[str, Path],
-    out_dir: Path,
     launch: LaunchConfig,
     on_line: Callable[[str], None],
-    title: str | None = None,
+    request: ConfigRequest,
     ranks: RankRuns | None = None,
 ) -> dict:
-    """Run `stages.<module>` on `launch.num_machines` machines (rank 0 here); return its metrics.
+    """Run stage instance `run` on `launch.num_machines` machines (rank 0 here); return its metrics.
 
-    title: the stage instance, e.g. "finetune[10pct]", naming the ranks' flow runs; ranks: where ranks 1.. run
-    (default: flow runs of `launch.rank_deployment`)."""
-    title = title or module
+    request: the config file and overrides of the run, which every other machine loads again and checks as it does
+    any deployment run's (pipeline/machine_rank.py); ranks: where ranks 1.. run (default: flow runs of
+    `launch.rank_deployment`)."""
     check_rank_zero_is_here(launch.main_process_ip or "")
+    load_deployment_request(request.for_other_machines(), request.overrides)  # what the ranks will refuse, now
     ranks = ranks or RankRuns(launch.rank_deployment or "")
     ranks.check_deployment()
-    stage = f"{title} on {launch.num_machines} machines"
+    stage = f"{run.name} on {launch.num_machines} machines"
     watch = RankWatch(ranks, launch.rank_start_timeout)
     try:
         for rank in range(1, launch.num_machines):
-            parameters = rank_parameters(module, config, inputs, out_dir, launch, rank)
-            run = ranks.start(rank, parameters, f"{title} rank {rank}")
-            on_line(f"{stage}: rank {rank} is flow run {run.name!r} ({run.flow_run_id}) of {ranks.deployment}")
-        command = launch_command(module, config, inputs, out_dir, launch.model_copy(update={"machine_rank": 0}))
+            started = ranks.start(rank, rank_parameters(run, request, rank), f"{run.name} rank {rank}")
+            on_line(f"{stage}: rank {rank} is flow run {started.name!r} ({started.flow_run_id}) of {ranks.deployment}")
+        rank_zero = launch.model_copy(update={"machine_rank": 0})
+        command = launch_command(run.module, run.config, inputs, run.out_dir, rank_zero)
         with watch:
-            run_launched(command, launch_env(launch), on_line, stop=watch.stopped)
+            run_launched(command, launch_env(launch), on_line, launch.stage_timeout, stop=watch.stopped)
         wait_for_ranks(ranks, FINISH_WAIT_SECONDS)
     except BaseException as error:
         stopped = _cancel_quietly(ranks)
         if isinstance(error, StageFailed):
-            raise StageFailed(f"{stage} failed: {_cause(error, watch)}\n{stopped}", error.code, error.tail) from error
+            failed = StageFailed(f"{stage} failed: {_cause(error, watch)}\n{stopped}", error.code, error.tail)
+            failed.timed_out = error.timed_out
+            raise failed from error
         raise
-    return json.loads((Path(out_dir) / "metrics.json").read_text())
+    return json.loads((Path(run.out_dir) / "metrics.json").read_text())
 
 
 class RankFailed(StageFailed):
@@ -146,16 +148,15 @@ def _cause(error: StageFailed, watch: RankWatch) -> str:
     return str(error) if isinstance(error, RankFailed) else f"rank 0 (this machine) {error}"
 
 
-def rank_parameters(
-    module: str, config: Any, inputs: Mapping[str, Path], out_dir: Path, launch: LaunchConfig, rank: int
-) -> dict[str, Any]:
-    """The rank flow's parameters: everything as JSON-friendly values, the stage config as `--config-json` reads it."""
+def rank_parameters(run: StageRun, request: ConfigRequest, rank: int) -> dict[str, Any]:
+    """The rank flow's parameters: the run's config file and overrides, and what rank 0 made of them (the stage's
+    fingerprint and directory), which the rank checks against its own reading."""
     return {
-        "module": module,
-        "config_json": config_as_json(config),
-        "inputs": {name: str(path) for name, path in inputs.items()},
-        "out_dir": str(out_dir),
-        "launch": launch.model_dump(mode="json"),
+        "config": request.for_other_machines(),
+        "overrides": list(request.overrides),
+        "stage": run.name,
+        "fingerprint": run.fingerprint,
+        "out_dir": str(run.out_dir),
         "machine_rank": rank,
     }
 

@@ -33,6 +33,9 @@ REPORT = "report"
 PREDICT = "predict"
 SELECT = "select"
 LABEL_FREE = frozenset({"pretrain"})  # stages whose results never depend on the labels file
+# Launched on every process when several are configured (evaluate trains the linear evaluation's layer); the others
+# are cheap and run in the flow's own process.
+TRAINING_STAGES = ("pretrain", "finetune", "distill", "evaluate")
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,8 @@ class LaunchConfig(BaseModel):
     gpu_ids: str | None = None  # e.g. "0,1,2,3"; None: every visible GPU
     use_cpu: bool = False  # several CPU processes over gloo (ACCELERATE_USE_CPU=1 with --multi_gpu)
     extra_args: list[str] = []  # passed to `accelerate launch` as they are, e.g. ["--config_file", "fsdp.yaml"]
+    # seconds a stage may run; then its processes are stopped and it fails, not retried (a rerun resumes it)
+    stage_timeout: float = Field(7 * 24 * 3600.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -11,6 +11,7 @@ import pytest
 import pipeline.cli as cli
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.deployment_inputs import load_cli_request
 from pipeline.store import experiment_lock
 
 SCRIPT = Path(sys.executable).parent / "simclrv2"
@@ -113,9 +114,9 @@ def test_run_validates_the_config_once(tmp_path, capsys, no_flow, monkeypatch):
 
     def counted(*args):
         loads.append(args)
-        return load_config(*args)
+        return load_cli_request(*args)
 
-    monkeypatch.setattr(cli, "load_config", counted)
+    monkeypatch.setattr(cli, "load_cli_request", counted)
     status, _, err = run_cli(["run", "--set", f"runs_dir={tmp_path}"], capsys)
     assert (status, err) == (0, "")
     assert len(loads) == 1 and no_flow[0][5] is not None  # the flow gets the config, so it does not load it again

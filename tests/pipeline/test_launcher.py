@@ -18,7 +18,7 @@ import pytest
 
 import pipeline.launcher as launcher
 from pipeline.config import LaunchConfig, load_config
-from pipeline.launcher import StageFailed, launch_command, launch_env, run_launched
+from pipeline.launcher import StageFailed, StageTimedOut, launch_command, launch_env, run_launched
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
 from stages.data.sources import DataConfig
@@ -157,7 +157,7 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path):
     lines = []
     with reaping(pids):
         start = time.monotonic()
-        with pytest.raises(StageFailed, match="timed out"):
+        with pytest.raises(StageTimedOut, match="ran past launch.stage_timeout"):
             run_launched(command, os.environ, lines.append, timeout=2)
         assert time.monotonic() - start < 2 + launcher.KILL_GRACE_SECONDS
         assert lines == ["ready"]

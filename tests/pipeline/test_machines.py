@@ -4,6 +4,7 @@ Rank 0 runs a real process group (a stand-in for `accelerate launch`, see test_l
 `RankRuns` whose states follow a script. The real thing, with Prefect workers, is test_several_machines.py."""
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -11,15 +12,25 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+import yaml
 from prefect.states import Cancelled, Completed, Failed, Pending, Running, Scheduled
 
 import pipeline.flow as flow_module
 import pipeline.machines as machines
-from pipeline.config import ConfigError, LaunchConfig, load_config
+from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, LaunchConfig, apply_override, load_config
+from pipeline.config.loading import read_config_file
+from pipeline.deployment_inputs import CONFIG_DIRS_ENV, ConfigRequest, RequestRefused
 from pipeline.launcher import StageFailed
 from pipeline.machine_rank import rank_command
-from pipeline.machines import RankRun, RankRuns, check_rank_zero_is_here, rank_problem, run_on_machines
-from pipeline.plan import build_plan
+from pipeline.machines import (
+    RankRun,
+    RankRuns,
+    check_rank_zero_is_here,
+    rank_parameters,
+    rank_problem,
+    run_on_machines,
+)
+from pipeline.plan import StageRun, build_plan
 from stages.training.cli import config_as_json
 from tests.pipeline.test_launcher import CONFIG, family, flag_value, gone, read_pids, reaping
 
@@ -82,7 +93,22 @@ def writes_metrics(out_dir: Path) -> list[str]:
 
 
 def run(ranks: RankRuns, out_dir: Path, launch: LaunchConfig = LAUNCH, on_line=lambda line: None) -> dict:
-    return run_on_machines("pretrain", CONFIG, {}, out_dir, launch, on_line, "pretrain", ranks)
+    stage = StageRun("pretrain", "pretrain", CONFIG, fingerprint="0123456789abcdef", out_dir=out_dir)
+    return run_on_machines(stage, {}, launch, on_line, ConfigRequest(), ranks)
+
+
+@pytest.fixture
+def several_machines_config(tmp_path, tiny_run, monkeypatch) -> tuple[Path, ExperimentConfig]:
+    """A config file for two machines, in a directory the worker's operator allows (SIMCLRV2_CONFIG_DIRS)."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    raw = read_config_file(DEFAULT_CONFIG)
+    for item in [*tiny_run, *(f"launch.{key}={value}" for key, value in LAUNCH.model_dump(mode="json").items())]:
+        apply_override(raw, item)
+    path = configs / "two-machines.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv(CONFIG_DIRS_ENV, str(configs))
+    return path, load_config(path)
 
 
 # --- all ranks complete ---------------------------------------------------------------------------------------------
@@ -96,15 +122,57 @@ def test_every_rank_completing_returns_rank_0s_metrics_and_each_rank_gets_its_ma
     assert [a.machine_rank for a in asked] == [0]
     assert sorted(ranks.parameters) == [1, 2]
     for rank, parameters in ranks.parameters.items():
-        assert parameters["machine_rank"] == rank
-        command, env = rank_command(**parameters)  # what the rank flow on the other machine runs
-        assert flag_value(command, "--machine_rank") == str(rank)
-        assert flag_value(command, "--num_machines") == "3"
-        assert flag_value(command, "--main_process_ip") == "127.0.0.1"
-        assert flag_value(command, "--out") == str(tmp_path)
-        assert json.loads(flag_value(command, "--config-json")) == json.loads(config_as_json(CONFIG))
-        assert env["ACCELERATE_USE_CPU"] == "1"
+        assert parameters == {
+            "config": None,
+            "overrides": [],
+            "stage": "pretrain",
+            "fingerprint": "0123456789abcdef",
+            "out_dir": str(tmp_path),
+            "machine_rank": rank,
+        }
     assert [run.name for run in ranks.runs] == ["pretrain rank 1", "pretrain rank 2"]
+
+
+def test_a_rank_builds_its_command_from_the_config_as_rank_0_does(several_machines_config):
+    path, cfg = several_machines_config
+    plan = build_plan(cfg)
+    stage = StageRun(
+        "pretrain", "pretrain", None, fingerprint=plan["pretrain"].fingerprint, out_dir=plan["pretrain"].out_dir
+    )
+    parameters = rank_parameters(stage, ConfigRequest(str(path)), 1)
+    command, env, timeout = rank_command(**parameters)  # what the rank flow on the other machine runs
+    assert flag_value(command, "--machine_rank") == "1"
+    assert flag_value(command, "--num_machines") == "2"
+    assert flag_value(command, "--main_process_ip") == "127.0.0.1"
+    assert flag_value(command, "--out") == str(plan["pretrain"].out_dir)
+    assert json.loads(flag_value(command, "--config-json")) == json.loads(config_as_json(plan["pretrain"].config))
+    assert env["ACCELERATE_USE_CPU"] == "1"
+    assert timeout == cfg.launch.stage_timeout
+
+
+def test_a_rank_refuses_what_rank_0_would_not_have_asked(several_machines_config, tmp_path):
+    path, cfg = several_machines_config
+    plan = build_plan(cfg)
+    good = {
+        "config": str(path),
+        "overrides": [],
+        "stage": "pretrain",
+        "fingerprint": plan["pretrain"].fingerprint,
+        "out_dir": str(plan["pretrain"].out_dir),
+        "machine_rank": 1,
+    }
+    refusals = {
+        "stage": ("subsets", "stage 'subsets': not a training stage of 'quickstart'"),
+        "machine_rank": (2, "machine_rank 2: must be 1..1"),
+        "fingerprint": ("ffffffffffffffff", "pretrain: this machine makes it"),
+        "out_dir": (str(tmp_path / "elsewhere"), "but rank 0 made it"),
+        "config": ("/etc/passwd", "config '/etc/passwd': a deployment run reads its config only from"),
+        "overrides": (['launch.extra_args=["--no_python","sh","-c","id"]'], "overrides may not change launch.extra"),
+    }
+    for key, (value, message) in refusals.items():
+        with pytest.raises(RequestRefused, match=re.escape(message)):
+            rank_command(**{**good, key: value})
+    assert rank_command(**good)
 
 
 # --- a rank fails: one message, the others stopped -----------------------------------------------------------------
@@ -219,9 +287,9 @@ def test_the_flow_sends_training_stages_with_several_machines_to_the_fan_out(tin
     several = ["launch.num_processes=2", "launch.num_machines=2", "launch.main_process_ip=127.0.0.1"]
     cfg = load_config(None, [*tiny_run, *several, "launch.rank_deployment=simclrv2-stage-rank/ranks"])
     plan = build_plan(cfg)
-    assert flow_module.execute(plan, plan["pretrain"], cfg.launch, print) == {"final_loss": 1.0}
-    module, _, inputs, out_dir, launch, _, title = calls[0]
-    assert (module, inputs, launch, title) == ("pretrain", {}, cfg.launch, "pretrain")
-    assert out_dir == plan["pretrain"].out_dir
-    flow_module.execute(plan, plan["subsets"], cfg.launch, print)  # a cheap stage: in this process, not fanned out
+    request = ConfigRequest("configs/quickstart.yaml", ("pretrain.epochs=1",))
+    assert flow_module.execute(plan, plan["pretrain"], cfg.launch, print, request) == {"final_loss": 1.0}
+    run, inputs, launch, _, sent = calls[0]
+    assert (run, inputs, launch, sent) == (plan["pretrain"], {}, cfg.launch, request)
+    flow_module.execute(plan, plan["subsets"], cfg.launch, print, request)  # a cheap stage: here, not fanned out
     assert len(calls) == 1
