@@ -157,7 +157,7 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path):
     lines = []
     with reaping(pids):
         start = time.monotonic()
-        with pytest.raises(StageTimedOut, match="ran past launch.stage_timeout"):
+        with pytest.raises(StageTimedOut, match=r"ran past launch\.stage_timeout"):
             run_launched(command, os.environ, lines.append, timeout=2)
         assert time.monotonic() - start < 2 + launcher.KILL_GRACE_SECONDS
         assert lines == ["ready"]
