@@ -1,6 +1,9 @@
-"""A real local Prefect server, `simclrv2 serve`, and a run triggered through `prefect deployment run`."""
+"""A real local Prefect server, `simclrv2 serve`, and a run triggered through `prefect deployment run`.
 
-import json
+A deployment run takes its config only from configs/ or a directory its server lists in SIMCLRV2_CONFIG_DIRS, and its
+overrides may not move its runs directory (pipeline/deployment_inputs.py): the tiny run is a config file in such a
+directory, passed as the quickstart deployment's `config` parameter."""
+
 import os
 import signal
 import socket
@@ -11,8 +14,25 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+
+from pipeline.config import DEFAULT_CONFIG, apply_override
+from pipeline.config.loading import read_config_file
+from pipeline.deployment_inputs import CONFIG_DIRS_ENV
+from tests.pipeline.conftest import TINY_RUN
 
 BIN = Path(sys.executable).parent
+
+
+def write_config(directory: Path, overrides: list[str], name: str = "tiny.yaml") -> Path:
+    """The quickstart with `overrides` written into it, as `directory/name`: what an operator puts on a worker."""
+    raw = read_config_file(DEFAULT_CONFIG)
+    for item in overrides:
+        apply_override(raw, item)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def free_port() -> int:
@@ -48,11 +68,13 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: floa
     raise AssertionError(f"prefect server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def run_deployment(params: list[str], env: dict[str, str], deadline: float) -> subprocess.CompletedProcess:
+def run_deployment(
+    params: list[str], env: dict[str, str], deadline: float, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """`prefect deployment run --watch`, retried until `simclrv2 serve` has registered the deployment."""
     command = [str(BIN / "prefect"), "deployment", "run", "simclrv2-pipeline/quickstart", "--watch", *params]
     while True:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if result.returncode == 0 or "not found" not in (result.stdout + result.stderr).lower():
             return result
         assert time.monotonic() < deadline, result.stdout + result.stderr
@@ -60,10 +82,11 @@ def run_deployment(params: list[str], env: dict[str, str], deadline: float) -> s
 
 
 @pytest.mark.slow
-def test_a_deployment_run_through_the_prefect_cli_completes(tmp_path, tiny_run):
+def test_a_deployment_run_through_the_prefect_cli_completes(tmp_path):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api}
+    config = write_config(tmp_path / "operator-configs", [*TINY_RUN, f"runs_dir={tmp_path / 'runs'}"])
     server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
     server = start(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, server_log
@@ -71,9 +94,8 @@ def test_a_deployment_run_through_the_prefect_cli_completes(tmp_path, tiny_run):
     serve = None
     try:
         wait_for_health(api, server, server_log)
-        serve = start([str(BIN / "simclrv2"), "serve"], env, serve_log)
-        overrides = json.dumps(tiny_run)
-        result = run_deployment(["--param", f"overrides={overrides}"], env, time.monotonic() + 180)
+        serve = start([str(BIN / "simclrv2"), "serve"], {**env, CONFIG_DIRS_ENV: str(config.parent)}, serve_log)
+        result = run_deployment(["--param", f"config={config}"], env, time.monotonic() + 180)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output + serve_log.read_text()[-5000:]
         assert "Completed" in output, output
