@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -172,5 +173,122 @@ def test_lock_is_released_and_reusable_in_one_process(tmp_path):
 def test_lock_is_released_when_the_block_raises(tmp_path):
     with pytest.raises(RuntimeError, match="stage failed"), experiment_lock(tmp_path, "exp"):
         raise RuntimeError("stage failed")
+    with experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_alone(tmp_path):
+    """A link planted in the runs directory must not make the lock truncate (or create) another file."""
+    (tmp_path / "exp").mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    (tmp_path / "exp" / ".lock").symlink_to(target)
+    refused = r"lock file .*/exp/\.lock is a symbolic link; remove it"
+    with pytest.raises(ExperimentLocked, match=refused), experiment_lock(tmp_path, "exp", timeout=0):
+        pytest.fail("the lock was taken through a link")
+    assert target.read_text() == "keep me\n"
+
+
+def test_a_dangling_link_as_lock_file_creates_nothing(tmp_path):
+    (tmp_path / "exp").mkdir()
+    target = tmp_path / "created-by-the-lock"
+    (tmp_path / "exp" / ".lock").symlink_to(target)
+    with pytest.raises(ExperimentLocked, match="is a symbolic link"), experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+    assert not target.exists()
+
+
+@pytest.fixture
+def leftover_group():
+    """A stage's process group that outlived its run: `sleep 30` in a session of its own. Yields its group id."""
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    yield process.pid  # a session leader: its group id is its pid
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def stop_group(group: int) -> None:
+    os.killpg(group, signal.SIGKILL)
+    os.waitpid(group, 0)  # our child: reap it, or it stays a zombie until the fixture's wait
+
+
+def write_lock_file(root: Path, **holder) -> None:
+    (root / "exp").mkdir(exist_ok=True)
+    since = "2026-01-01T00:00:00+00:00"
+    (root / "exp" / ".lock").write_text(
+        json.dumps({"pid": 999999999, "host": socket.gethostname(), "since": since, **holder})
+    )
+
+
+def test_a_leftover_stage_group_keeps_the_lock_taken_until_it_ends(tmp_path, leftover_group):
+    write_lock_file(tmp_path, stage_group=leftover_group)  # its holder is gone, its launched stage is not
+    with pytest.raises(ExperimentLocked) as caught, experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+    message = str(caught.value)
+    assert f"processes of an earlier run's stage still run (process group {leftover_group}: " in message
+    assert f"`kill -- -{leftover_group}`" in message and "experiment 'exp' is already running" in message
+    stop_group(leftover_group)
+    with experiment_lock(tmp_path, "exp", timeout=0) as path:
+        assert "stage_group" not in json.loads(path.read_text())  # the new holder's details replace the old
+
+
+def test_a_waiting_run_gets_the_lock_once_the_leftover_group_ends(tmp_path, leftover_group):
+    write_lock_file(tmp_path, stage_group=leftover_group)
+    threading.Timer(0.5, stop_group, [leftover_group]).start()
+    started = time.monotonic()
+    with experiment_lock(tmp_path, "exp", timeout=30, poll=0.05):
+        assert time.monotonic() - started >= 0.5
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [{"stage_group": None}, {"host": "another-machine"}, {"stage_group": "{group}"}],
+    ids=["no group", "another host", "not a number"],
+)
+def test_a_group_that_cannot_be_ours_does_not_keep_the_lock(tmp_path, leftover_group, holder):
+    holder = {
+        key: value.format(group=leftover_group) if isinstance(value, str) else value for key, value in holder.items()
+    }
+    write_lock_file(tmp_path, **{"stage_group": leftover_group, **holder})
+    with experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+
+
+def test_a_lock_file_that_is_no_json_does_not_keep_the_lock(tmp_path, leftover_group):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / ".lock").write_text(f"stage_group: {leftover_group}")
+    with experiment_lock(tmp_path, "exp", timeout=0):
+        pass
+
+
+LAUNCHER = textwrap.dedent(
+    """
+    import sys
+    from pipeline.store import experiment_lock, record_stage_group
+    with experiment_lock(sys.argv[1], "exp"):
+        record_stage_group(int(sys.argv[2]))  # as run_launched does for the stage it starts
+        print("launched", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_a_killed_run_leaves_its_stage_group_holding_the_lock(tmp_path, leftover_group):
+    """`simclrv2 run` dies by SIGKILL while its launched stage runs on: the kernel drops the flock, the lock file
+    still names the group, and the next run waits for the group rather than training beside it."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(tmp_path), str(leftover_group)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert launcher.stdout.readline().strip() == "launched"
+    assert f"its launched stage is process group {leftover_group}" in store.lock_holder(tmp_path / "exp" / ".lock")
+    launcher.kill()
+    launcher.wait(timeout=30)
+    with pytest.raises(ExperimentLocked, match=f"process group {leftover_group}"), experiment_lock(tmp_path, "exp"):
+        pass
+    stop_group(leftover_group)
     with experiment_lock(tmp_path, "exp", timeout=0):
         pass
