@@ -44,6 +44,7 @@ DATA = DataConfig(
     image_size=40,
     seed=7,
     skip_bad_images=True,
+    max_image_pixels=123_456,
     in_memory=False,
     loader_workers=3,
 )
@@ -129,7 +130,7 @@ DATA_FLAGS = [
     *("--data.image-column", "img", "--data.label-column", "y"),
     *("--data.train-split", "training", "--data.test-split", "validation"),
     *("--data.test-fraction", "0.25", "--data.validation-fraction", "0.3"),
-    *("--data.image-size", "40", "--data.seed", "7", "--data.skip-bad-images"),
+    *("--data.image-size", "40", "--data.seed", "7", "--data.skip-bad-images", "--data.max-image-pixels", "123456"),
     *("--data.in-memory", "False", "--data.loader-workers", "3"),
 ]
 ENCODER_FLAGS = ["--depth", "50", "--width", "2.0", "--sk", "--no-small-images", "--head-layers", "2"]
@@ -285,7 +286,7 @@ def test_a_missing_out_is_one_line_too(capsys):
 
 
 def test_help_shows_each_flags_help_text_and_default(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")  # one line per flag
+    monkeypatch.setenv("COLUMNS", "300")  # one line per flag, in one column of boxes or two
     with pytest.raises(SystemExit) as stopped:
         parse_stage_args("stages.distill", DistillConfig, "Stage `distill`.", ["--help"], ("teacher",), ("subset",))
     assert stopped.value.code == 0
