@@ -252,3 +252,10 @@ def test_both_streaming_loaders_are_worker_loaders(one_big_image, monkeypatch):
     CropStream(CropBatches(rows, 8, global_batch=2, seed=0), 1, workers=2, device=torch.device("cpu"))(0)
     next(streamed_eval_crops(rows, 8, 2, workers=2, device=torch.device("cpu")), None)
     assert [(loader.num_workers, loader.timeout) for loader in made] == [(2, LOADER_TIMEOUT_S)] * 2
+
+
+@pytest.mark.slow
+def test_the_limit_reaches_loader_worker_processes(one_big_image):
+    rows = file_rows(one_big_image, skip_bad=True, max_pixels=10_000)  # pickled into the worker with the rows
+    [(batch, _, readable)] = list(streamed_eval_crops(rows, 8, 4, workers=1, device=torch.device("cpu")))
+    assert batch.tolist() == [0, 1, 2, 3] and readable.tolist() == [True, False, True, True]
