@@ -31,7 +31,7 @@ from stages.models.architecture import EncoderConfig, build_pretrain_model
 from stages.models.weights import WEIGHTS_FILE, save_pretrained
 from stages.optim.lars import LARS, lars_param_groups
 from stages.optim.schedules import scale_learning_rate, warmup_cosine_scheduler
-from stages.training.accelerator import make_accelerator
+from stages.training.accelerator import make_accelerator, memory_format
 from stages.training.batches import check_batch_size
 from stages.training.cli import parse_stage_args, run_and_print
 from stages.training.finish import finish_stage
@@ -70,7 +70,7 @@ class PretrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """autocast precision; bf16 on GPUs"""
     channels_last: Annotated[StrictBool, SPEED_ONLY] = True
-    """NHWC activations: the layout tensor cores want"""
+    """NHWC activations: the layout tensor cores want (not on several CPU processes, where gloo breaks on it)"""
     compile: Annotated[StrictBool, SPEED_ONLY] = False
     """torch.compile the model (inductor; the first steps are slow while it compiles)"""
     activation_checkpointing: Annotated[StrictBool, SPEED_ONLY] = False
@@ -93,18 +93,17 @@ def run(config: PretrainConfig, inputs: dict[str, Path] | None, out_dir: Path) -
 
     model = global_batchnorm(build_pretrain_model(config.model), accelerator)
     model.encoder.activation_checkpointing = config.activation_checkpointing
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    layout = memory_format(config.channels_last, accelerator)
+    model = model.to(memory_format=layout)
     lr = scale_learning_rate(config.base_lr, config.batch_size, config.lr_scaling)
     optimizer = LARS(lars_param_groups(model, config.weight_decay), lr=lr)
     steps_per_epoch = num_images // config.batch_size
     total_steps = max(1, round(config.epochs * steps_per_epoch))
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
     scheduler = warmup_cosine_scheduler(optimizer, warmup_steps, total_steps)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
     def loss_at(model: nn.Module, step: int) -> torch.Tensor:
-        views = views_at(step, total_steps).contiguous(memory_format=memory_format)  # both views, one forward
+        views = views_at(step, total_steps).contiguous(memory_format=layout)  # both views, one forward
         with accelerator.autocast():
             z1, z2 = model(views).chunk(2)
         return nt_xent(z1, z2, config.temperature)
