@@ -134,13 +134,14 @@ def open_image(value: Any, max_pixels: int) -> PIL.Image.Image:
     (PIL reads the header only, so a loader can choose a reduced JPEG scale first); `TooManyPixels` when the header
     announces more than `max_pixels` pixels."""
     allow_in_pil(max_pixels)
-    image = open_header(value)
+    over = f"more than data.max_image_pixels = {max_pixels:,}; raise data.max_image_pixels to read it"
+    try:
+        image = open_header(value)
+    except PIL.Image.DecompressionBombError as error:  # PIL's guard, at twice `max_pixels` or more: over it too
+        raise TooManyPixels(f"{error}: {over}") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise TooManyPixels(
-            f"it is {width} x {height} = {width * height:,} pixels, more than data.max_image_pixels = "
-            f"{max_pixels:,}; raise data.max_image_pixels to read it"
-        )
+        raise TooManyPixels(f"it is {width} x {height} = {width * height:,} pixels, {over}")
     return image
 
 

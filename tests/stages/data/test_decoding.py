@@ -76,6 +76,8 @@ def test_a_larger_configured_limit_opens_what_pil_alone_refuses_and_each_call_ke
     value = {"bytes": png_header_of_size(20_000, 10_000), "path": None}  # more than twice PIL's default
     with pytest.raises(PIL.Image.DecompressionBombError):
         PIL.Image.open(io.BytesIO(value["bytes"]))
+    with pytest.raises(TooManyPixels, match=r"200000000 pixels.*more than data\.max_image_pixels = 89,478,485"):
+        open_image(value, DEFAULT_MAX_IMAGE_PIXELS)  # refused by PIL's own guard, named as over the limit
     assert open_image(value, 300_000_000).size == (20_000, 10_000)
     with pytest.raises(TooManyPixels):  # PIL's guard was raised, but this call's limit still decides
         open_image(value, DEFAULT_MAX_IMAGE_PIXELS)
