@@ -241,7 +241,8 @@ def predict_command(args: argparse.Namespace) -> int:
         existing = [args.out / name for name in PREDICT_FILES if (args.out / name).exists()]
         if existing:
             raise FileExistsError(f"{existing[0]} exists and is kept; pass another --out directory")
-        data = DataConfig(image_size=made_with.get("data", {}).get("image_size"))
+        trained_on = made_with.get("data", {})  # its images' size and the pixel limit the run read them with
+        data = DataConfig(**{key: trained_on[key] for key in ("image_size", "max_image_pixels") if key in trained_on})
         config = PredictConfig(
             data=data,
             images=as_source(args.images),

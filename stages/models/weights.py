@@ -36,6 +36,7 @@ from torch import nn
 from stages.data.sources import ImageSplit
 from stages.models.architecture import EncoderConfig, build_pretrain_model, classifier_for
 from stages.models.heads import Classifier, SimCLRModel
+from stages.training.files import fsync_path
 
 WEIGHTS_FILE = "model.safetensors"
 CLASSIFIER_STAGES = "finetune, baseline or distill"
@@ -92,7 +93,9 @@ def write_weights(
     header = {"architecture": json.dumps(asdict(architecture)), **(metadata or {})}
     partial = path.with_name(path.name + ".partial")
     save_file(state, str(partial), metadata=header)
+    fsync_path(partial)  # the bytes on disk before the rename makes them the weights, as for the manifest
     partial.replace(path)
+    fsync_path(path.parent)
 
 
 def rerun(stage: str | None) -> str:

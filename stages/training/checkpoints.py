@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from torch.optim.lr_scheduler import LRScheduler
 
 from stages.config_schema import SPEED_ONLY_FIELDS
+from stages.training.files import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,20 @@ def save_checkpoint(
     if accelerator.is_main_process:
         progress = {"step": step, "scheduler": scheduler.state_dict(), "config": config}
         (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
+        _fsync_tree(partial)  # on disk before the rename says it is complete, even across a power cut
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
+        fsync_path(root)
         for old in sorted(p for p in root.iterdir() if p.is_dir() and p.suffix != PARTIAL_SUFFIX)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):  # files before the directories that list them
+        fsync_path(path)
+    fsync_path(directory)
 
 
 def resume(
