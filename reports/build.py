@@ -10,7 +10,8 @@ Writes into `out_dir`: report.md, report.html (self-contained), report.csv and r
 only where the SimCLRv2 model is significantly better than the baseline with the same labels, on the per-image test
 predictions each classifier stage writes (`test_predictions.csv`; see `reports.comparisons`). When the predict stage
 is among the inputs (instance name `predict`), the report also says how far its pre-labels can be trusted
-(`reports.prelabeling`) and writes report_prelabeling.csv.
+(`reports.prelabeling`) and writes report_prelabeling.csv. Each file is replaced atomically (stages/training/files.py):
+a reader of a report being rebuilt sees the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from reports.label_budget import LabelBudgetReport, assemble
 from reports.plot import accuracy_plot_png
 from reports.prelabeling import prelabel_headline, prelabel_rows, read_prelabeling
 from reports.text import PLOT_FILE, render_markdown, report_headline
+from stages.training.files import write_bytes_atomic, write_text_atomic
 
 MARKDOWN, HTML = "report.md", "report.html"
 
@@ -57,7 +59,7 @@ def build_report(stage_dirs: Mapping[str, Path], out_dir: Path, settings: Report
     prelabeling = read_prelabeling(stage_dirs, manifests, settings.prelabel_target_accuracy)
     report = assemble(manifests, settings, prelabeling, model_predictions(stage_dirs))
     plot = accuracy_plot_png(report)
-    (out_dir / PLOT_FILE).write_bytes(plot)
-    (out_dir / MARKDOWN).write_text(render_markdown(report))
-    (out_dir / HTML).write_text(render_html(report, plot))
+    write_bytes_atomic(out_dir / PLOT_FILE, plot)
+    write_text_atomic(out_dir / MARKDOWN, render_markdown(report))
+    write_text_atomic(out_dir / HTML, render_html(report, plot))
     return report_metrics(report, [MARKDOWN, HTML, *write_csvs(report, out_dir), PLOT_FILE])

@@ -16,12 +16,15 @@
   at or above it, their accuracy and its 95% Wilson interval, unlabeled images at or above it (reports.prelabeling);
   `chosen` marks the threshold the headline reports.
 
-Floats are written in full precision, so a reader gets the very numbers the manifests hold.
+Floats are written in full precision, so a reader gets the very numbers the manifests hold. Numbers are written as
+numbers; a text cell that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, ...) gets a leading
+`'` (stages/data/spreadsheet_cells.py). Each file is replaced atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ from reports.labels_needed import SAVING_COLUMNS
 from reports.prelabeling import CSV_COLUMNS as PRELABEL_CSV_COLUMNS
 from reports.prelabeling import prelabel_rows
 from reports.statistics import accuracy_interval
+from stages.data.spreadsheet_cells import escape_cell
+from stages.training.files import write_text_atomic
 
 REPORT_CSV, COMPUTE_CSV, PRELABEL_CSV = "report.csv", "report_compute.csv", "report_prelabeling.csv"
 METHODS = {"baseline": "supervised baseline", "finetune": "SimCLRv2 fine-tuned", "distill": "SimCLRv2 distilled"}
@@ -125,10 +130,12 @@ def compute_rows(report: LabelBudgetReport) -> list[dict[str, Any]]:
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    """Written atomically (readers see the old file or the new one); text cells escaped for spreadsheets."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else escape_cell(value) for key, value in row.items()} for row in rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_csvs(report: LabelBudgetReport, out_dir: Path) -> list[str]:

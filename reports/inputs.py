@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.manifest import read_manifest, split_instance
+from stages.data.spreadsheet_cells import unescape_cell
 
 KINDS = ("baseline", "finetune", "distill")  # the models the report compares, in the order it lists them
 # teacher_test_top1: a distilled student's teacher on the same test images (None for other models and older runs)
@@ -133,13 +134,17 @@ def encoder_result(manifests: Mapping[str, dict]) -> EncoderResult | None:
 
 def read_predictions(path: Path) -> pd.DataFrame:
     """A `test_predictions.csv`: image, label, predicted, confidence; ids and class names stay strings (a class named
-    "NA" or "None" is a name, not a missing value)."""
-    return pd.read_csv(
+    "NA" or "None" is a name, not a missing value), read back as they were before the stage escaped them for
+    spreadsheets (`'=cat` -> `=cat`, stages/data/spreadsheet_cells.py)."""
+    table = pd.read_csv(
         path,
         usecols=["image", "label", "predicted", "confidence"],
         dtype={"image": str, "label": str, "predicted": str},
         keep_default_na=False,
     )
+    for column in ("image", "label", "predicted"):
+        table[column] = table[column].map(unescape_cell)
+    return table
 
 
 def model_predictions(stage_dirs: Mapping[str, Path]) -> dict[str, pd.Series]:

@@ -11,7 +11,9 @@ lies inside every larger one's, for fractions and counts alike: the 1% set is in
 official lists (docs/simclrv2.md#label-subsets).
 
 Files: our JSON records (`save_subset`) carry the sha256 of their sorted indices; user-supplied lists (one id or file
-name per line, like ImageNet's `1percent.txt`, or a JSON list) are matched to rows by id or by file name.
+name per line, like ImageNet's `1percent.txt`, or a JSON list) are matched to rows by id or by file name. A list
+saved by a spreadsheet may start with a UTF-8 byte-order mark; a CSV list's `image` cells are read as a labels file's
+(stages/data/labels_file.py): a leading `'` written against formulas is taken off (stages/data/spreadsheet_cells.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from stages.data.ids import match_names
 from stages.data.labels import UNLABELED
 from stages.data.labels_file import IMAGE
 from stages.data.sources import ImageSplit
+from stages.data.spreadsheet_cells import unescape_cell
 from stages.training.files import write_text_atomic
 
 Budget = float | int | str  # float in (0, 1]: a fraction of the labels; int >= 1: a number of labels; "all"
@@ -242,7 +245,7 @@ def load_subset(path: str | os.PathLike, ids: Sequence[str]) -> torch.Tensor:
     if not path.is_file():
         raise SubsetError(f"label subset file {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a list a spreadsheet saved may start with a byte-order mark
     except UnicodeDecodeError:
         raise SubsetError(f"{path} is not a text file; a subset is our JSON record or one id per line") from None
     content = _parse_json(text)
@@ -305,12 +308,12 @@ def indices_from_names(entries: Sequence[Any], ids: Sequence[str], path: str | o
 
 def _csv_images(text: str) -> list[str] | None:
     """The `image` column of a CSV with a header that names it (the list `simclrv2 select` writes, a labels file), or
-    None for a plain list."""
+    None for a plain list. Cells escaped for spreadsheets (`'=x.png`) are read without their quote."""
     lines = text.splitlines()
     if not lines or IMAGE not in [name.strip() for name in next(csv.reader(lines[:1]))]:
         return None
     rows = csv.DictReader(lines, skipinitialspace=True)
-    return [row[IMAGE].strip() for row in rows if (row.get(IMAGE) or "").strip()]
+    return [unescape_cell(row[IMAGE].strip()) for row in rows if (row.get(IMAGE) or "").strip()]
 
 
 def labeled_images(train: ImageSplit, subset: str | os.PathLike | None) -> torch.Tensor:

@@ -4,6 +4,10 @@ A CSV with a header and the columns `image` (an image's id or file name, stages/
 name); other columns are ignored. Rows whose label is empty are skipped, so the list that `simclrv2 select` writes is
 a labels file once a person has filled in some of its `label` cells. The same image listed twice with one label is
 fine; with two different labels it is an error.
+
+Read as a spreadsheet may save it: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is skipped, and an image or class
+cell that `simclrv2 select` wrote with a leading `'` so that no spreadsheet runs it as a formula (`'=x.png`) is
+read without it (stages/data/spreadsheet_cells.py); a cell saved without that quote (`=x.png`) reads the same.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pandas as pd
 
 from stages.data.errors import DataError
 from stages.data.ids import match_names
+from stages.data.spreadsheet_cells import unescape_cell
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data.labels: {path} does not exist; write a CSV with the columns `{IMAGE}` and `{LABEL}`")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise DataError(f"data.labels: {path} is not a readable CSV ({error})") from None
     missing = [column for column in (IMAGE, LABEL) if column not in table.columns]
@@ -62,7 +67,7 @@ def _read_table(path: Path) -> pd.DataFrame:
             f"data.labels: {path} has no column {missing} (its columns: {list(table.columns)}); the first line must "
             f"be a header naming the columns `{IMAGE}` and `{LABEL}`"
         )
-    return table[[IMAGE, LABEL]].apply(lambda column: column.str.strip())
+    return table[[IMAGE, LABEL]].apply(lambda column: column.str.strip().map(unescape_cell))
 
 
 def _one_label_per_image(table: pd.DataFrame, path: str | Path) -> dict[str, str]:

@@ -23,7 +23,9 @@ The files, `<stem>.csv` and `<stem>.parquet`, hold the same rows in the same ord
 
 Probabilities are float32: the CSV writes each as the shortest decimal that reads back to the same float32 (so the
 CSV and the Parquet file hold the same numbers), in UTF-8 with a header row and minimal quoting. Sort or filter by
-`confidence` to review the least certain images first.
+`confidence` to review the least certain images first. In the CSV only, a text cell that a spreadsheet would run as
+a formula (an id or class name starting with `=`, `+`, `-`, `@`, ...) gets a leading `'`
+(stages/data/spreadsheet_cells.py, `unescape_cell` reads it back); the Parquet file holds the names as they are.
 
 Both files are written under temporary names (`.<name>.*.tmp`, never counted as a stage's artifacts) and renamed
 when the writer closes without an error; on an error the temporaries are removed and earlier files of the same
@@ -48,6 +50,7 @@ import torch
 from torch import nn
 
 from stages.data.augment import CenterCrop, to_float_images
+from stages.data.spreadsheet_cells import escape_row
 from stages.evaluation.metrics import TOP_K, eval_mode, model_device
 from stages.training.files import fsync_path
 
@@ -197,9 +200,8 @@ class PrelabelWriter:
         for rank in range(self.top_k):
             columns[f"top{rank + 1}"] = names[:, rank].tolist()
             columns[f"top{rank + 1}_prob"] = probs[:, rank]
-        self._csv.writerows(
-            zip(*(_float_texts(v) if isinstance(v, np.ndarray) else v for v in columns.values()), strict=True)
-        )
+        cells = (_float_texts(v) if isinstance(v, np.ndarray) else escape_row(v) for v in columns.values())
+        self._csv.writerows(zip(*cells, strict=True))  # text escaped for spreadsheets, probabilities as numbers
         arrays = [
             pa.array(values, type=field.type) for values, field in zip(columns.values(), self.schema, strict=True)
         ]

@@ -3,6 +3,9 @@ the report can compare two models on the same images (a paired test) and measure
 
     test_predictions.csv   image, label, predicted, confidence   (class names; confidence: the softmax probability
                                                                   of the predicted class)
+
+Text cells that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, ... first) get a leading `'`
+(stages/data/spreadsheet_cells.py); readers take it off with `unescape_cell`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 from stages.data.sources import ImageSplit
+from stages.data.spreadsheet_cells import escape_row
 from stages.evaluation.metrics import class_probabilities
 from stages.training.files import write_text_atomic
 
@@ -37,9 +41,9 @@ def write_test_predictions(
     names = np.asarray(class_names, dtype=object)
     table = pd.DataFrame(
         {
-            "image": [image for image, kept in zip(test.ids, readable.tolist(), strict=True) if kept],
-            "label": names[test.labels[readable].numpy()],
-            "predicted": names[predicted.numpy()],
+            "image": escape_row(image for image, kept in zip(test.ids, readable.tolist(), strict=True) if kept),
+            "label": escape_row(names[test.labels[readable].numpy()]),
+            "predicted": escape_row(names[predicted.numpy()]),
             "confidence": confidence.numpy(),
         }
     )

@@ -4,10 +4,13 @@
   `image` is our row id, `label` is empty for the person to fill in, the other columns only help them. Once labels
   are filled in, this same file is a labels file (`data.labels`, stages/data/labels_file.py): it takes the columns
   `image` and `label` by name (their order and any other column do not matter) and skips rows whose label is empty,
-  so a half-labeled file is fine.
+  so a half-labeled file is fine. Text cells that a spreadsheet would run as a formula (a name starting with `=`,
+  `+`, `-`, `@`, ...) are written with a leading `'`, which the labels file reader takes off again
+  (stages/data/spreadsheet_cells.py).
 - `write_label_studio_tasks`: a Label Studio tasks file to import (project > Import), one task per image:
-  `[{"data": {"image": <URL>, "id": <our id>}}, ...]`. Label Studio keeps `data` as it is in its exports, so
-  `data.id` maps every annotation back to our row. What the user configures in Label Studio:
+  `[{"data": {"image": <URL>, "id": <our id>}}, ...]` (ids as they are: JSON needs no escaping). Label Studio keeps
+  `data` as it is in its exports, so `data.id` maps every annotation back to our row. What the user configures in
+  Label Studio:
   - a labeling config whose image tag reads `$image`, e.g. `<View><Image name="image" value="$image"/>
     <Choices name="label" toName="image"><Choice value="cat"/>...</Choices></View>`;
   - for local files, which Label Studio serves as `/data/local-files/?d=<path relative to its document root>`:
@@ -35,6 +38,7 @@ from urllib.parse import quote
 import torch
 
 from stages.data.labels_file import IMAGE, LABEL
+from stages.data.spreadsheet_cells import escape_row
 from stages.training.files import write_text_atomic
 
 CSV_COLUMNS = (IMAGE, LABEL, "path", "rank", "score", "reason")  # IMAGE and LABEL: what a labels file reads back
@@ -59,7 +63,8 @@ def write_selection_csv(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for rank, (image, file, score, reason) in enumerate(zip(ids, paths, scores, reasons, strict=True), start=1):
-        writer.writerow([image, "", file or "", rank, _format_score(score), reason])
+        text = escape_row([image, file or "", reason])  # the numbers (rank, score) stay numbers
+        writer.writerow([text[0], "", text[1], rank, _format_score(score), text[2]])
     return _write_new(path, buffer.getvalue(), overwrite)
 
 

@@ -8,13 +8,18 @@ from pathlib import Path
 
 
 def write_text_atomic(path: Path | str, text: str) -> None:
+    """`text` in UTF-8, as `write_bytes_atomic` writes (newlines as they are in `text`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     """Temp file in the same directory, fsync, rename, fsync the directory (the rename survives a power cut)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

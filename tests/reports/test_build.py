@@ -4,6 +4,7 @@ the CSV number it came from."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -173,3 +174,21 @@ def test_reports_never_imports_torch(stage_dirs, tmp_path):
         "assert 'torch' not in sys.modules, 'reports imported torch'"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_every_file_is_replaced_atomically(tmp_path, monkeypatch):
+    """A rebuild (`simclrv2 report`) renames each finished file into place: a reader sees the old file or the new
+    one, never half of one."""
+    out = tmp_path / "report"
+    build_report(make_run(tmp_path / "run", predict=True), out, SETTINGS)
+    renamed: list[Path] = []
+    replace = os.replace
+
+    def recording_replace(source, destination):
+        renamed.append(Path(destination))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    metrics = build_report(make_run(tmp_path / "run", predict=True), out, SETTINGS)
+    assert sorted(p.name for p in out.iterdir()) == sorted(metrics["files"])  # no temporary file left
+    assert {path.name for path in renamed if path.parent == out} == set(metrics["files"])

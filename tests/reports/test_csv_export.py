@@ -1,6 +1,8 @@
 """The two CSV files: every number of the report, the manifests' own values."""
 
+import dataclasses
 import json
+import math
 
 import pytest
 
@@ -104,3 +106,28 @@ def test_csv_without_predictions(tmp_path):
             assert row["comparison"] == "not_tested_no_predictions"
             assert (row["p_value"], row["difference_low"], row["labels_saved"], row["net_saving"]) == ("",) * 4
             assert row["difference"] != ""  # the recorded top-1s still differ by a number
+
+
+def test_no_text_cell_a_spreadsheet_would_run_and_numbers_stay_numbers(tmp_path):
+    """Text from settings and manifests (a currency, a device name, the pre-labeling model) that starts like a formula
+    is written with a leading quote; a negative number is a number and is written as it is."""
+    stage_dirs = make_run(tmp_path / "run", predict=True)
+    edits = {"predict": ("metrics", "model", "=cmd|'/C calc'!A0"), "pretrain": ("devices", "name", "+GPU")}
+    for name, (section, key, value) in edits.items():
+        manifest = json.loads((stage_dirs[name] / "manifest.json").read_text())
+        manifest[section][key] = value
+        (stage_dirs[name] / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "report"
+    build_report(stage_dirs, out, dataclasses.replace(SETTINGS, currency="@EUR"))
+
+    negative_numbers = 0
+    for name in ("report.csv", "report_compute.csv", "report_prelabeling.csv"):
+        for row in read_csv(out / name):
+            for column, cell in row.items():
+                if cell.startswith(("=", "+", "-", "@", "\t", "\r")):
+                    assert math.isfinite(float(cell)), (name, column, cell)  # only a number may start so
+                    negative_numbers += 1
+    assert negative_numbers > 0  # e.g. the distilled 10% model's difference from the baseline
+    assert {row["currency"] for row in read_csv(out / "report.csv")} == {"'@EUR", ""}  # "": the encoder rows
+    assert {row["stage"]: row["device_name"] for row in read_csv(out / "report_compute.csv")}["pretrain"] == "'+GPU"
+    assert {row["model"] for row in read_csv(out / "report_prelabeling.csv")} == {"'=cmd|'/C calc'!A0"}

@@ -12,6 +12,7 @@ from reports.inputs import (
     model_predictions,
     model_table,
     read_manifests,
+    read_predictions,
     records,
     stage_table,
 )
@@ -93,3 +94,19 @@ def test_the_teacher_top1_of_a_student(manifests):
     models = {row["stage"]: row for row in records(model_table(manifests))}
     assert models["distill[20labels]"]["teacher_test_top1"] == 0.5
     assert models["finetune[20labels]"]["teacher_test_top1"] is None
+
+
+def test_test_predictions_escaped_for_spreadsheets_read_back_as_the_names(tmp_path):
+    """The stages write `'=cat` for a class named `=cat` (stages/data/spreadsheet_cells.py); the report compares the
+    names themselves, and pairs models by the ids themselves."""
+    stage = tmp_path / "finetune[10pct]"
+    stage.mkdir()
+    (stage / "test_predictions.csv").write_text(
+        "image,label,predicted,confidence\n'+a.png,'=cat,'=cat,0.9\n'@b.png,'=cat,'-1,0.6\nc.png,'-1,'-1,0.8\n"
+    )
+    table = read_predictions(stage / "test_predictions.csv")
+    assert table["image"].tolist() == ["+a.png", "@b.png", "c.png"]
+    assert table["label"].tolist() == ["=cat", "=cat", "-1"] and table["predicted"].tolist() == ["=cat", "-1", "-1"]
+    assert table["confidence"].tolist() == [0.9, 0.6, 0.8]
+    correct = model_predictions({"finetune[10pct]": stage})["finetune[10pct]"]
+    assert correct.to_dict() == {"+a.png": True, "@b.png": False, "c.png": True}

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import stages.select as select
+from stages.data.label_subsets import load_subset
 from stages.data.labels import UNLABELED
 from stages.data.sources import DataConfig, load_splits, load_train
+from stages.data.spreadsheet_cells import escape_cell, unescape_cell
 from stages.models.architecture import EncoderConfig, build_pretrain_model, classifier_for
 from stages.models.weights import save_classifier, save_pretrained
 from stages.select import SelectConfig
@@ -202,3 +204,50 @@ def test_the_filled_in_list_goes_back_in_as_labels(tmp_path, tiny_pretrain):
         SelectConfig(data=data, image_size=8, budget=16), {"pretrain": tiny_pretrain}, tmp_path / "round2"
     )
     assert again["num_labeled"] == 8 and sorted(picked(tmp_path / "round2")) == sorted(set(names) - set(given))
+
+
+# --- names a spreadsheet would run as formulas -----------------------------------------------------------------------
+
+HOSTILE = ['=HYPERLINK("x")-1.png', "+cmd.png", "@sum.png", "-2.png", "'=quoted.png", "@left.png"]
+
+
+def test_hostile_names_go_out_escaped_and_come_back_as_the_same_images(tmp_path, tiny_pretrain):
+    """select -> to_label.csv (no cell a spreadsheet would run) -> a person fills in labels, some of them starting
+    with `=`, and appends the rows to a labels file saved as Excel does (with a byte-order mark) -> the data the
+    rerun loads labels exactly those images, and the next round lists only the others."""
+    folder = tmp_path / "images"
+    plain = write_images(folder, 6)
+    for i, name in enumerate(HOSTILE):
+        PIL.Image.open(folder / plain[i]).copy().save(folder / name)  # any pixels will do
+    names = sorted(plain + HOSTILE)
+    cold = SelectConfig(data=DataConfig(source=f"imagefolder:{folder}"), image_size=8, budget=len(names))
+    select.run(cold, {"pretrain": tiny_pretrain}, tmp_path / "round1")
+
+    rows = read_list(tmp_path / "round1")
+    assert sorted(unescape_cell(row["image"]) for row in rows) == names
+    assert {row["image"] for row in rows} >= {'\'=HYPERLINK("x")-1.png', "'+cmd.png", "'-2.png", "''=quoted.png"}
+    for row in rows:
+        assert not [cell for cell in row.values() if cell.startswith(("=", "+", "-", "@", "\t", "\r"))], row
+
+    given = {name: ["=cat", "dog"][i % 2] for i, name in enumerate([*HOSTILE[:5], *plain[:3]])}  # @left.png: not
+    for row in rows:  # typed into the label column of the CSV; the escaped cells are kept as they are
+        row["label"] = escape_cell(given.get(unescape_cell(row["image"]), ""))
+    labels = tmp_path / "labels.csv"
+    with labels.open("w", encoding="utf-8-sig", newline="") as file:  # Excel's "CSV UTF-8"
+        writer = csv.writer(file)
+        writer.writerow(["image", "label"])
+        writer.writerows([row["image"], row["label"]] for row in rows if row["label"])  # the rows, appended
+
+    data = DataConfig(source=f"imagefolder:{folder}", labels=str(labels))
+    train, test = load_splits(data)
+    assert train.class_names == ["=cat", "dog"] and train.ids == names
+    pairs = zip(train.ids, train.labels.tolist(), strict=True)
+    labeled = {image: train.class_names[label] for image, label in pairs if label != UNLABELED}
+    labeled |= {image: test.class_names[label] for image, label in zip(test.ids, test.labels.tolist(), strict=True)}
+    assert labeled == given and len(test) > 0
+    assert sorted(train.ids[row] for row in load_subset(labels, train.ids).tolist()) == sorted(given)
+
+    again = select.run(SelectConfig(data=data, image_size=8, budget=4), {"pretrain": tiny_pretrain}, tmp_path / "r2")
+    assert again["num_labeled"] == 8
+    assert sorted(unescape_cell(image) for image in picked(tmp_path / "r2")) == sorted(set(names) - set(given))
+    assert "'@left.png" in picked(tmp_path / "r2")

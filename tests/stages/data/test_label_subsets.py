@@ -248,3 +248,25 @@ def test_missing_and_empty_lists(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(SubsetError, match="lists no ids"):
         load_subset(tmp_path / "empty.txt", ["a"])
+
+
+@pytest.mark.parametrize("kind", ["csv", "text", "json"])
+def test_a_list_saved_with_a_byte_order_mark_is_read(tmp_path, digits_labels, kind):
+    """Excel's "CSV UTF-8" (and Notepad's UTF-8) starts the file with a byte-order mark."""
+    ids = ids_for(digits_labels)
+    text = {
+        "csv": f"image,label\n{ids[8]},3\n{ids[4]},\n",
+        "text": f"{ids[8]}\n{ids[4]}\n",
+        "json": json.dumps([ids[8], ids[4]]),
+    }[kind]
+    (tmp_path / "list").write_text(text, encoding="utf-8-sig")
+    assert (tmp_path / "list").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_subset(tmp_path / "list", ids).tolist() == [4, 8]
+
+
+def test_a_csv_list_reads_cells_escaped_for_spreadsheets_as_the_names(tmp_path):
+    ids = ["=HYPERLINK(x)-1.png", "+cmd.png", "@sum.png", "-2.png", "'=quoted.png", "plain.png"]
+    (tmp_path / "to_label.csv").write_text(
+        "image,label\n\"'=HYPERLINK(x)-1.png\",\n'+cmd.png,\n@sum.png,\n''=quoted.png,\nplain.png,\n"
+    )
+    assert load_subset(tmp_path / "to_label.csv", ids).tolist() == [0, 1, 2, 4, 5]

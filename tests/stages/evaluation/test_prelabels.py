@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from stages.data.augment import CenterCrop
+from stages.data.spreadsheet_cells import unescape_cell
 from stages.evaluation.prelabels import PredictionBatch, PrelabelWriter, predict_batches
 
 CLASSES = ["cat", "dog", "bird, small", 'say "hi"']  # a comma and quotes: the CSV must quote them
@@ -134,3 +135,31 @@ def test_an_empty_pool_gives_files_with_the_header_only(tmp_path):
     assert writer.rows == 0
     assert (tmp_path / "p.csv").read_text().splitlines() == ["image,path,predicted,confidence,top1,top1_prob"]
     assert len(pd.read_parquet(tmp_path / "p.parquet")) == 0
+
+
+def test_the_csv_escapes_text_a_spreadsheet_would_run_and_the_parquet_file_keeps_it(tmp_path):
+    classes = ["=cmd|' /C calc'!A0", "-1", "+x", "cat"]
+    ids = ['=HYPERLINK("http://x")-1.png', "@sum.png", "plain.png"]
+    with PrelabelWriter(tmp_path / "p", classes, top_k=3) as writer:
+        batch = prediction(
+            ids, [[0, 1, 2], [1, 3, 0], [2, 0, 3]], [[0.5, 0.3, 0.2], [0.9, 0.05, 0.01], [0.4, 0.3, 0.2]]
+        )
+        writer.write(batch, paths=["-/a.png", "\t/b.png", "/c.png"])
+    with (tmp_path / "p.csv").open(newline="", encoding="utf-8") as file:
+        rows = list(csv.reader(file))
+    assert rows[1][:5] == [
+        '\'=HYPERLINK("http://x")-1.png',
+        "'-/a.png",
+        "'=cmd|' /C calc'!A0",
+        "0.5",
+        "'=cmd|' /C calc'!A0",
+    ]
+    assert rows[2][:4] == ["'@sum.png", "'\t/b.png", "'-1", "0.9"]
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    table = pd.read_parquet(tmp_path / "p.parquet")  # the names as they are
+    assert table["image"].tolist() == ids and table["predicted"].tolist() == ["=cmd|' /C calc'!A0", "-1", "+x"]
+    assert table["path"].tolist() == ["-/a.png", "\t/b.png", "/c.png"]
+    from_csv = pd.read_csv(tmp_path / "p.csv", keep_default_na=False, dtype={"predicted": str})
+    assert from_csv["predicted"].map(unescape_cell).tolist() == table["predicted"].tolist()
+    assert from_csv["confidence"].dtype == np.float64  # numbers stay numbers

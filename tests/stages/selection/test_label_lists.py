@@ -93,3 +93,37 @@ def test_mismatched_columns_and_repeated_ids_are_refused(tmp_path):
         write_selection_csv(tmp_path / "a.csv", IDS, PATHS[:2], SCORES, REASONS)
     with pytest.raises(ValueError, match="image id 'x' appears twice"):
         write_selection_csv(tmp_path / "a.csv", ["x", "y", "x"], PATHS, SCORES, REASONS)
+
+
+HOSTILE = ['=HYPERLINK("http://x")-1.png', "+cmd.png", "@sum.png", "-2.png", "\tTAB.png", "'=quoted.png"]
+
+
+def test_names_a_spreadsheet_would_run_are_written_escaped_and_read_back_as_labels(tmp_path):
+    paths = ["=/data/x.png", None, "@/data/y.png", "", "", ""]
+    scores = [-0.5, 0.25, float("-inf"), 1.0, 0.5, 0.75]  # numbers stay numbers, a negative one too
+    reasons = ["=1+1", "far", "far", "-", "far", "far"]
+    path = write_selection_csv(tmp_path / "to_label.csv", HOSTILE, paths, scores, reasons)
+    rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
+    assert [row["image"] for row in rows] == [
+        '\'=HYPERLINK("http://x")-1.png',
+        "'+cmd.png",
+        "'@sum.png",
+        "'-2.png",
+        "'\tTAB.png",
+        "''=quoted.png",
+    ]
+    assert [row["path"] for row in rows] == ["'=/data/x.png", "", "'@/data/y.png", "", "", ""]
+    assert [row["reason"] for row in rows] == ["'=1+1", "far", "far", "'-", "far", "far"]
+    assert [row["score"] for row in rows] == ["-0.5", "0.25", "-inf", "1", "0.5", "0.75"]
+    text_cells = [row[column] for row in rows for column in ("image", "label", "path", "reason")]
+    assert not [cell for cell in text_cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))]
+
+    # (a name with leading white space, such as the tab one, cannot be labeled: names are read stripped)
+    for row, label in zip(rows, ["'=cat", "dog", "'-1", "", "", "=cat"], strict=True):
+        row["label"] = label  # typed in as a spreadsheet keeps it: with its quote, or without
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    training_ids = ["other.png", *reversed(HOSTILE)]
+    assert read_labels_file(path, training_ids) == {6: "=cat", 5: "dog", 4: "-1", 1: "=cat"}
