@@ -4,9 +4,13 @@ README's multi-node set-up has them. Both machine ranks meet on the loopback ove
 
 The pipeline run through `prefect deployment run` pretrains on 2 machines x 1 process: the same loss curve and
 weights as 1 machine x 2 processes. When rank 0 fails, the other machine's rank is cancelled and its processes die;
-cancelling a rank's flow run ends its processes even when no rank 0 ever came."""
+cancelling a rank's flow run ends its processes even when no rank 0 ever came.
 
-import json
+Deployment runs may not set the launch addresses or the runs directory through overrides, so each test writes its
+config file into the directory that every worker (and this process) lists in SIMCLRV2_CONFIG_DIRS. Each test has a
+rendezvous port of its own: two tests on one port (here, or someone else's run on this box) corrupt each other's
+gloo traffic."""
+
 import os
 import subprocess
 import time
@@ -17,18 +21,21 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.config import LaunchConfig, load_config
+from pipeline.deployment_inputs import CONFIG_DIRS_ENV, ConfigRequest
 from pipeline.launcher import run_stage
 from pipeline.machine_rank import RANK_FLOW
-from pipeline.machines import RankRuns, run_on_machines
+from pipeline.machines import RankRuns, rank_parameters, run_on_machines
 from pipeline.manifest import read_manifest
-from pipeline.plan import build_plan
-from tests.pipeline.test_deployment import BIN, free_port, start, stop, wait_for_health
+from pipeline.plan import build_plan, input_paths
+from tests.pipeline.conftest import TINY_RUN
+from tests.pipeline.test_deployment import BIN, free_port, start, stop, wait_for_health, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RANK_DEPLOYMENT = "simclrv2-stage-rank/ranks"
 
 
 def several_machines(port: int) -> list[str]:
+    """The launch settings of two machines on this box, meeting at `port`."""
     return [
         "launch.num_processes=2",
         "launch.num_machines=2",
@@ -41,7 +48,8 @@ def several_machines(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory):
-    """A Prefect server, the pool, the deployments, and two workers; yields the environment that talks to them."""
+    """A Prefect server, the pool, the deployments, and two workers whose operator allows the configs in
+    `env[CONFIG_DIRS_ENV]`; yields the environment that talks to them."""
     home = tmp_path_factory.mktemp("several-machines")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -49,6 +57,7 @@ def machines(tmp_path_factory):
         **os.environ,
         "PREFECT_HOME": str(home / "prefect-home"),
         "PREFECT_API_URL": api,
+        CONFIG_DIRS_ENV: str(home / "configs"),
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # pick up a rank within a second, not ten
         "OMP_NUM_THREADS": "1",  # two ranks on two cores
     }
@@ -81,16 +90,31 @@ def prefect(args: list[str], env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.fixture
+def two_machine_config(machines, tmp_path, monkeypatch):
+    """Writes a config of the tiny run on two machines, outputs in `tmp_path/runs`, into the workers' config
+    directory, and allows that directory here too (rank 0 checks what the other ranks will accept)."""
+    monkeypatch.setenv(CONFIG_DIRS_ENV, machines[CONFIG_DIRS_ENV])
+
+    def write(*overrides: str) -> Path:
+        items = [*TINY_RUN, f"runs_dir={tmp_path / 'runs'}", *several_machines(free_port()), *overrides]
+        return write_config(Path(machines[CONFIG_DIRS_ENV]), items, f"{tmp_path.name}.yaml")
+
+    return write
+
+
 def losses(out_dir: Path) -> list[tuple[int, float]]:
     rows = [line.split(",") for line in (out_dir / "loss_curve.csv").read_text().splitlines()[1:]]
     return [(int(step), float(loss)) for step, loss, *_ in rows]
 
 
 @pytest.mark.slow
-def test_two_machines_with_one_process_each_train_like_one_machine_with_two(machines, tiny_run, tmp_path, monkeypatch):
-    overrides = [*tiny_run, *several_machines(free_port()), "pretrain.log_every=1"]
+def test_two_machines_with_one_process_each_train_like_one_machine_with_two(
+    machines, two_machine_config, tmp_path, monkeypatch
+):
+    config = two_machine_config("pretrain.log_every=1")
     command = [str(BIN / "prefect"), "deployment", "run", "simclrv2-pipeline/quickstart", "--watch"]
-    command += ["--param", f"overrides={json.dumps(overrides)}", "--param", "only=subsets,pretrain"]
+    command += ["--param", f"config={config}", "--param", "only=subsets,pretrain"]
     result = subprocess.run(command, env=machines, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-5000:] + result.stderr[-3000:]
 
@@ -104,7 +128,7 @@ def test_two_machines_with_one_process_each_train_like_one_machine_with_two(mach
     one_machine = tmp_path / "one machine"
     run_stage(
         "pretrain",
-        build_plan(load_config(None, overrides))["pretrain"].config,
+        build_plan(load_config(config))["pretrain"].config,
         {},
         one_machine,
         LaunchConfig(num_processes=2, use_cpu=True, main_process_port=free_port()),
@@ -146,7 +170,7 @@ def command_lines_with(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_when_rank_0_fails_the_other_machines_rank_is_cancelled_and_its_processes_die(machines, tiny_run, tmp_path):
+def test_when_rank_0_fails_the_other_machines_rank_is_cancelled_and_its_processes_die(machines, two_machine_config):
     from prefect.client.schemas.objects import StateType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -157,40 +181,36 @@ def test_when_rank_0_fails_the_other_machines_rank_is_cancelled_and_its_processe
         if "pretrain step" in line:  # both machines' processes have met and train
             raise TaskCancelled
 
-    overrides = [*tiny_run, *several_machines(free_port()), "pretrain.epochs=30", "pretrain.log_every=1"]
-    cfg = load_config(None, overrides)
-    out_dir = tmp_path / "pretrain on two machines"
+    config = two_machine_config("pretrain.epochs=30", "pretrain.log_every=1")
+    cfg = load_config(config)
+    plan = build_plan(cfg)
+    run = plan["pretrain"]
     ranks = RankRuns(RANK_DEPLOYMENT)
     with temporary_settings({PREFECT_API_URL: machines["PREFECT_API_URL"]}):
         with pytest.raises(TaskCancelled):
-            run_on_machines(
-                "pretrain", build_plan(cfg)["pretrain"].config, {}, out_dir, cfg.launch, on_line, ranks=ranks
-            )
+            run_on_machines(run, input_paths(plan, run), cfg.launch, on_line, ConfigRequest.of(config, []), ranks)
         states = ranks.states()
     assert [state.type for state in states.values()] == [StateType.CANCELLED]
     deadline = time.monotonic() + 15
-    while command_lines_with(str(out_dir)) and time.monotonic() < deadline:
+    while command_lines_with(str(run.out_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert command_lines_with(str(out_dir)) == []
+    assert command_lines_with(str(run.out_dir)) == []
 
 
 @pytest.mark.slow
-def test_cancelling_a_rank_flow_run_kills_its_processes_even_while_rank_0_is_missing(machines, tiny_run, tmp_path):
+def test_cancelling_a_rank_flow_run_kills_its_processes_even_while_rank_0_is_missing(machines, two_machine_config):
     """Machine 1's rank waits at the rendezvous for a rank 0 that never comes (as it would hang in a collective on a
     GPU): cancelling its flow run alone must end its processes, through the worker's SIGTERM."""
     from prefect.client.schemas.objects import StateType
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from pipeline.machines import rank_parameters
-
-    cfg = load_config(None, [*tiny_run, *several_machines(free_port())])
-    out_dir = tmp_path / "rank 1 alone"
+    config = two_machine_config()
+    run = build_plan(load_config(config))["pretrain"]
     ranks = RankRuns(RANK_DEPLOYMENT)
     with temporary_settings({PREFECT_API_URL: machines["PREFECT_API_URL"]}):
-        config = build_plan(cfg)["pretrain"].config
-        ranks.start(1, rank_parameters("pretrain", config, {}, out_dir, cfg.launch, 1), "pretrain rank 1 alone")
+        ranks.start(1, rank_parameters(run, ConfigRequest.of(config, []), 1), "pretrain rank 1 alone")
         deadline = time.monotonic() + 120
-        while not command_lines_with(str(out_dir)):
+        while not command_lines_with(str(run.out_dir)):
             assert time.monotonic() < deadline, "machine 1's worker never started the rank"
             time.sleep(0.2)
         ranks.cancel_unfinished()
@@ -199,6 +219,6 @@ def test_cancelling_a_rank_flow_run_kills_its_processes_even_while_rank_0_is_mis
             time.sleep(0.5)
         assert [state.type for state in ranks.states().values()] == [StateType.CANCELLED]
     deadline = time.monotonic() + 15
-    while command_lines_with(str(out_dir)) and time.monotonic() < deadline:
+    while command_lines_with(str(run.out_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert command_lines_with(str(out_dir)) == []
+    assert command_lines_with(str(run.out_dir)) == []
