@@ -41,9 +41,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start(command: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     """A background process in its own group, output to `log`."""
-    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    output = log.open("w")
+    return subprocess.Popen(command, env=env, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -69,13 +70,18 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: floa
 
 
 def run_deployment(
-    params: list[str], env: dict[str, str], deadline: float, timeout: float = 900
+    params: list[str],
+    env: dict[str, str],
+    deadline: float,
+    deployment: str = "simclrv2-pipeline/quickstart",
+    timeout: float = 900,
 ) -> subprocess.CompletedProcess:
     """`prefect deployment run --watch`, retried until `simclrv2 serve` has registered the deployment."""
-    command = [str(BIN / "prefect"), "deployment", "run", "simclrv2-pipeline/quickstart", "--watch", *params]
+    command = [str(BIN / "prefect"), "deployment", "run", deployment, "--watch", *params]
     while True:
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-        if result.returncode == 0 or "not found" not in (result.stdout + result.stderr).lower():
+        output = " ".join((result.stdout + result.stderr).split())  # as one line, however the console wrapped it
+        if f"Deployment {deployment!r} not found" not in output:
             return result
         assert time.monotonic() < deadline, result.stdout + result.stderr
         time.sleep(2)
