@@ -125,17 +125,24 @@ def check_run_request(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from pipeline.failures import PipelineFailed
+
     try:
         cfg = check_run_request(args)
     except USAGE_ERRORS as error:
         print(f"simclrv2 run: {error}", file=sys.stderr)
         return MISTAKE_EXIT
+    except Exception as error:  # the machine's fault (a permission, a full disk, the network): its kind decides
+        if args.verbose:
+            raise
+        failed = PipelineFailed("checking the run", error)
+        print(f"simclrv2 run: {failed}", file=sys.stderr)
+        return failed.exit_code
     # Prefect's temporary server can take longer than its default 20 s to start on a small, busy machine, and its
     # telemetry heartbeat races the first start's database migration ("database is locked" tracebacks). Both are
     # defaults only: the user's own settings win.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from pipeline.failures import PipelineFailed
     from pipeline.flow import simclrv2_pipeline  # Prefect is imported only when a flow really runs
 
     config = str(args.config) if args.config else None

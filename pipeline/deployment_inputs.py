@@ -49,16 +49,21 @@ class ConfigRequest:
     overrides: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, config: Path | str | None, overrides: Sequence[str] | None) -> ConfigRequest:
-        return cls(None if config is None else str(config), tuple(overrides or ()))
+    def of(cls, config: Path | str | None, overrides: Sequence[str] | None, deployment: bool = False) -> ConfigRequest:
+        """The request as the file it names was read: a deployment run's relative name from the checkout
+        (`confined_config`), a command line's from the current directory."""
+        if config is None:
+            return cls(None, tuple(overrides or ()))
+        path = confined_config(str(config)) if deployment else Path(config).resolve()
+        return cls(str(path), tuple(overrides or ()))
 
     def for_other_machines(self) -> str | None:
         """The config path as another machine takes it: relative to the checkout when it lies inside this one (the
         checkouts may sit at different places), else absolute."""
         if self.config is None:
             return None
-        path = Path(self.config).resolve()
-        return str(path.relative_to(CHECKOUT.resolve())) if path.is_relative_to(CHECKOUT.resolve()) else str(path)
+        path, checkout = Path(self.config).resolve(), CHECKOUT.resolve()
+        return str(path.relative_to(checkout)) if path.is_relative_to(checkout) else str(path)
 
 
 def config_dirs() -> list[Path]:

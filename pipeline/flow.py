@@ -88,7 +88,7 @@ def simclrv2_pipeline(
 
     A deployment run takes its parameters from whoever reaches the Prefect API: it reads configs from the checkout
     only and its overrides change no path and no launch command (pipeline/deployment_inputs.py)."""
-    request = ConfigRequest.of(config, overrides)
+    request = ConfigRequest.of(config, overrides, deployment=this_deployment.id is not None)
     cfg = _requested_config(request, wait_for_lock, experiment)
     plan = build_plan(cfg)
     targets = select(plan, parse_names(only)) if only else set(plan)

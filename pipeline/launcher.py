@@ -23,8 +23,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prefect.utilities.timeout import timeout as prefect_timeout
-
 from pipeline.config import LaunchConfig
 from pipeline.processes import group_running
 from pipeline.store import held_lock_descriptors, record_stage_group
@@ -32,7 +30,8 @@ from stages.training.cli import config_as_json
 
 log = logging.getLogger(__name__)
 KILL_GRACE_SECONDS = 10
-TAIL_LINES = 40
+TAIL_LINES = 200  # several processes' tracebacks and accelerate's summary can bury the stage's own error line
+MESSAGE_LINES = 40  # of them in the exception's message
 
 
 class StageFailed(RuntimeError):
@@ -65,6 +64,8 @@ def run_in_process(
 ) -> dict:
     """`stages.<module>.run(...)` in this process; returns its metrics. Past `timeout` seconds the stage is
     interrupted (an exception raised into its thread at its next Python line: a training step, a batch)."""
+    from prefect.utilities.timeout import timeout as prefect_timeout  # here: `simclrv2 --help` stays light
+
     stage = importlib.import_module(f"stages.{module}")
     try:
         with prefect_timeout(timeout, timeout_exc_type=_InProcessTimeout):
@@ -166,7 +167,8 @@ def run_launched(
     if code != 0:
         why = "was stopped" if stop and stop.is_set() else f"exited with code {code}"
         exit_code = None if stop and stop.is_set() else code
-        raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n" + "\n".join(tail), exit_code, list(tail))
+        last = "\n".join(list(tail)[-MESSAGE_LINES:])
+        raise StageFailed(f"{' '.join(command[:8])} ... {why}; last lines:\n{last}", exit_code, list(tail))
 
 
 def _wait_for_group(group: int) -> None:

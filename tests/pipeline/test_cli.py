@@ -160,3 +160,30 @@ def test_predict_and_select_name_a_run_that_is_not_there(args, message, capsys, 
 def test_export_forwards_to_the_export_program(capsys, tmp_path):
     status, _, err = run_cli(["export", str(tmp_path / "missing"), "--format", "onnx"], capsys)
     assert status == 2 and "missing" in err
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "line"),
+    [
+        (
+            PermissionError(13, "Permission denied", "/data/photos"),
+            1,
+            "PermissionError: /data/photos: permission denied",
+        ),
+        (
+            ConnectionResetError(104, "Connection reset by peer"),
+            1,
+            "ConnectionResetError: [Errno 104] Connection reset",
+        ),
+    ],
+)
+def test_a_machine_fault_while_checking_the_run_is_one_line_with_the_status_of_its_kind(
+    tmp_path, capsys, no_flow, monkeypatch, fault, status, line
+):
+    def preflight(*args):
+        raise fault
+
+    monkeypatch.setattr("pipeline.preflight.preflight", preflight)
+    code, _, err = run_cli(["run", "--set", f"runs_dir={tmp_path}"], capsys)
+    assert code == status and not no_flow
+    assert err.startswith(f"simclrv2 run: checking the run failed: {line}") and err.count("\n") == 1, err

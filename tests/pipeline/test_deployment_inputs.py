@@ -293,3 +293,14 @@ def test_what_other_machines_get_is_what_they_accept(tmp_path, monkeypatch):
     config = write_config(tmp_path)
     for request in (ConfigRequest(str(DEFAULT_CONFIG)), ConfigRequest(str(config))):
         assert confined_config(request.for_other_machines()) == Path(request.config).resolve()
+
+
+def test_a_relative_config_is_passed_on_as_the_file_that_was_read(tmp_path, monkeypatch):
+    """A deployment run reads `configs/x.yaml` from the checkout, whatever its worker's directory; `simclrv2 run`
+    from the current directory. Either way the other machines get that same file."""
+    monkeypatch.chdir(tmp_path)
+    deployed = ConfigRequest.of("configs/quickstart.yaml", [], deployment=True)
+    assert deployed.for_other_machines() == "configs/quickstart.yaml"
+    assert confined_config(deployed.for_other_machines()) == DEFAULT_CONFIG.resolve()
+    (tmp_path / "mine.yaml").write_text(DEFAULT_CONFIG.read_text())
+    assert ConfigRequest.of("mine.yaml", []).for_other_machines() == str(tmp_path.resolve() / "mine.yaml")

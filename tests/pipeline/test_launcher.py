@@ -9,10 +9,13 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -136,17 +139,18 @@ def test_the_environment_is_the_one_given():
 
 
 def test_a_non_zero_exit_raises_stage_failed_with_the_code_and_the_tail_of_the_output():
-    script = "import sys\nfor i in range(100): print(f'out {i:03d}', file=sys.stderr if i % 2 else sys.stdout)\n"
+    script = "import sys\nfor i in range(300): print(f'out {i:03d}', file=sys.stderr if i % 2 else sys.stdout)\n"
     script += "sys.exit(3)"
     lines = []
     with pytest.raises(StageFailed) as failure:
         run_launched([sys.executable, "-c", script], os.environ, lines.append)
     message = str(failure.value)
     assert "exited with code 3" in message
-    assert len(lines) == 100  # every line was streamed before the failure
-    assert "out 099" in message and "out 098" in message  # the tail: stdout and stderr both
-    assert f"out {100 - launcher.TAIL_LINES:03d}" in message
-    assert f"out {99 - launcher.TAIL_LINES:03d}" not in message and "out 000" not in message  # only the tail
+    assert len(lines) == 300  # every line was streamed before the failure
+    assert "out 299" in message and "out 298" in message  # the tail: stdout and stderr both
+    assert f"out {300 - launcher.MESSAGE_LINES:03d}" in message
+    assert f"out {299 - launcher.MESSAGE_LINES:03d}" not in message and "out 000" not in message  # only the tail
+    assert failure.value.tail == [f"out {i:03d}" for i in range(300 - launcher.TAIL_LINES, 300)]  # kept, to read
 
 
 # --- the whole process group dies ----------------------------------------------------------------------------------
@@ -340,3 +344,55 @@ def test_the_flow_launches_pretrain_on_two_cpu_processes(tiny_run, monkeypatch):
     curve = (plan["pretrain"].out_dir / "loss_curve.csv").read_text().splitlines()
     assert len(curve) >= 2  # a header and at least one step
     assert read_manifest(plan["subsets"].out_dir)["devices"]["processes"] == 1  # cheap stages stay in-process
+
+
+# --- a launched command dies with its launcher; an in-process stage has a timeout too --------------------------------
+
+PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-m", "pipeline.die_with_parent", str(os.getpid()), "sleep", "60"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_command_started_through_die_with_parent_ends_when_its_parent_is_killed():
+    with subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True) as parent:
+        child = int(parent.stdout.readline())
+        assert not gone(child, within=0.5)  # sleeping, under its parent
+        parent.kill()  # SIGKILL: the parent runs no code of its own on the way out
+        parent.wait()
+        assert gone(child), "the command outlived the process that started it"
+
+
+def test_die_with_parent_refuses_to_start_when_its_parent_is_not_the_one_named():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.die_with_parent", "1", "echo", "started"], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "started" not in result.stdout
+    assert "the launching process 1 is gone; not starting echo" in result.stderr
+
+
+def slow_stage(config, inputs, out_dir):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # a training loop that never ends in time
+        time.sleep(0.01)
+    return {}
+
+
+@pytest.mark.parametrize("where", ["main thread", "worker thread"])  # Prefect runs tasks in worker threads
+def test_an_in_process_stage_past_its_timeout_is_interrupted_with_stage_timed_out(monkeypatch, where):
+    monkeypatch.setattr(launcher.importlib, "import_module", lambda name: SimpleNamespace(run=slow_stage))
+    start = time.monotonic()
+
+    def run() -> None:
+        launcher.run_in_process("pretrain", None, {}, Path("unused"), timeout=1.0)
+
+    with pytest.raises(StageTimedOut, match=r"ran past launch\.stage_timeout \(1 s\)"):
+        if where == "main thread":
+            run()
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(run).result()
+    assert time.monotonic() - start < 10

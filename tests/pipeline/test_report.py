@@ -15,6 +15,7 @@ from pipeline.config import load_config
 from pipeline.flow import simclrv2_pipeline
 from pipeline.manifest import read_manifest
 from pipeline.plan import build_plan
+from pipeline.store import experiment_lock
 from reports.tables import percent
 from tests.pipeline.conftest import TINY_RUN
 
@@ -65,6 +66,18 @@ def test_simclrv2_report_rebuilds_the_report_without_training(quickstart_run, ca
     assert read_manifest(report_dir)["metrics"]["headline"] in capsys.readouterr().out
     trained = [plan[name].out_dir / "checkpoints" for name in ("pretrain", "finetune[20labels]")]
     assert all(path.is_dir() for path in trained)
+
+
+@pytest.mark.slow
+def test_simclrv2_report_waits_its_turn_while_a_run_of_the_experiment_holds_the_lock(quickstart_run, capsys):
+    _, report_dir = quickstart_run
+    before = {path.name: path.stat().st_mtime_ns for path in report_dir.iterdir()}
+    experiment_dir = report_dir.parents[1]
+    with experiment_lock(experiment_dir.parent, experiment_dir.name), pytest.raises(SystemExit) as status:
+        simclrv2(["report", str(experiment_dir)])
+    assert status.value.code == 2
+    assert "is already running" in capsys.readouterr().err
+    assert {path.name: path.stat().st_mtime_ns for path in report_dir.iterdir()} == before  # nothing rewritten
 
 
 @pytest.mark.slow
