@@ -1,6 +1,7 @@
 """The experiment config: bundled YAML files, --set overrides, one-line errors, stage dataclasses."""
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,39 @@ def test_set_with_bad_yaml():
     with pytest.raises(ConfigError) as caught:
         load_config(None, ["budgets=[1, 2"])
     assert "--set 'budgets=[1, 2'" in one_line(caught.value) and "invalid YAML" in str(caught.value)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A YAML list of 9**levels items written in a few hundred bytes: aliases of aliases."""
+    names = [chr(ord("a") + level) for level in range(levels)]
+    nodes = [f"&{names[0]} [x, x, x, x, x, x, x, x, x]"]
+    nodes += [f"&{names[level]} [{', '.join([f'*{names[level - 1]}'] * 9)}]" for level in range(1, levels)]
+    return f"[{', '.join(nodes)}]"
+
+
+@pytest.mark.parametrize("key", ["budgets", "pretrain.epochs", "data.source", "launch.extra_args"])
+def test_a_yaml_alias_bomb_in_set_is_refused_at_once_with_a_short_line(key):
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [f"{key}={alias_bomb()}"])
+    message = one_line(caught.value)
+    assert "aliases (*name) are not allowed in a --set value" in message
+    assert len(message) < 400 and time.monotonic() - started < 5  # was 94 s for `budgets`, spent writing the message
+
+
+def test_a_long_value_is_cut_before_it_is_written_into_the_message():
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["pretrain.epochs=[" + "1, " * 100_000 + "1]"])
+    assert len(str(caught.value)) < 1000
+
+
+def test_a_config_that_is_no_mapping_is_named_by_its_type_never_echoed(tmp_path):
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(secret)
+    assert "the top level must be a mapping" in str(caught.value) and "got a str" in str(caught.value)
+    assert "root:x" not in str(caught.value)
 
 
 # --- one clear line per problem -------------------------------------------------------------------------------------
