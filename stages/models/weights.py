@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stages.data.sources import ImageSplit
+from stages.failures import environment_fault_in
 from stages.models.architecture import EncoderConfig, build_pretrain_model, classifier_for
 from stages.models.heads import Classifier, SimCLRModel
 from stages.training.files import fsync_path
@@ -102,7 +103,12 @@ def rerun(stage: str | None) -> str:
     return f"rerun the {stage} stage" if stage else "rerun the stage that wrote it"
 
 
-def unreadable(file: Path, error: BaseException, stage: str | None) -> WeightsError:
+def unreadable(file: Path, error: BaseException, stage: str | None) -> BaseException:
+    """A damaged file as the input's mistake, naming the fix; a fault of the machine (permission denied, an I/O error,
+    out of memory) as itself, so that it is retried or reported as the machine's (stages/failures.py)."""
+    fault = environment_fault_in(error)
+    if fault is not None:
+        return fault
     return WeightsError(
         f"{file} is not a readable safetensors file ({one_line(error)}): {what_it_looks_like(file)}; {rerun(stage)} "
         "(or copy its output again)"

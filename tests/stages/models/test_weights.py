@@ -284,3 +284,20 @@ def test_the_finetune_command_given_a_classifier_as_pretrain_says_which_director
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert str(folder / WEIGHTS_FILE) in last and "pass the pretrain stage's output directory" in last, last
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [PermissionError(13, "Permission denied"), OSError(5, "Input/output error"), MemoryError()],
+)
+def test_a_fault_of_the_machine_while_reading_weights_keeps_its_type(tmp_path, monkeypatch, fault):
+    """Not "a damaged file, rerun the stage": a permission or an I/O error is the machine's, and says so by its type."""
+    folder = pretrain_dir(tmp_path / "pretrain")
+
+    def failing(*args, **kwargs):
+        raise fault
+
+    monkeypatch.setattr(weights, "load_file", failing)
+    with pytest.raises(type(fault)) as raised:
+        weights.read_weights(folder / WEIGHTS_FILE, "pretrain")
+    assert not isinstance(raised.value, WeightsError) and raised.value is fault
