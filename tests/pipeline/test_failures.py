@@ -20,7 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 import pipeline.flow
 from pipeline.failures import PipelineFailed, kind_of, one_line, retry_only_crashes
 from pipeline.flow import simclrv2_pipeline
-from pipeline.launcher import StageFailed, run_launched
+from pipeline.launcher import StageFailed, StageTimedOut, run_launched
 from stages.data.errors import DataError
 from stages.failures import Failure
 from stages.training.loop import NonFiniteLossError
@@ -55,9 +55,7 @@ def http_error(status: int) -> HfHubHTTPError:
 
 
 def timed_out() -> StageFailed:
-    failure = StageFailed("accelerate launch ... timed out after 60 s and was killed", None, ["step 3/9"])
-    failure.timed_out = True  # what the launcher sets for a stage that ran past launch.stage_timeout
-    return failure
+    return StageTimedOut(60.0, ["step 3/9"])  # what the launcher raises for a stage past launch.stage_timeout
 
 
 ROWS = {
