@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, apply_override, validate_config
-from pipeline.config.loading import describe_request, read_config_file
+from pipeline.config.loading import describe_request, read_config_file, shortened
 
 CHECKOUT = DEFAULT_CONFIG.parents[1]
 CONFIG_DIRS_ENV = "SIMCLRV2_CONFIG_DIRS"
@@ -82,8 +82,9 @@ def confined_config(config: str | None) -> Path:
     allowed = config_dirs()
     if not any(resolved.is_relative_to(directory) for directory in allowed):
         raise RequestRefused(
-            f"config {config!r}: a deployment run reads its config only from {', '.join(map(str, allowed))}; put the "
-            f"YAML file there, or have the worker's operator list its directory in {CONFIG_DIRS_ENV}"
+            f"config {shortened(config, 300)}: a deployment run reads its config only from "
+            f"{', '.join(map(str, allowed))}; put the YAML file there, or have the worker's operator list its "
+            f"directory in {CONFIG_DIRS_ENV}"
         )
     return resolved
 
