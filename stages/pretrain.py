@@ -70,7 +70,7 @@ class PretrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """autocast precision; bf16 on GPUs"""
     channels_last: Annotated[StrictBool, SPEED_ONLY] = True
-    """NHWC activations: the layout tensor cores want (not on several CPU processes, where gloo breaks on it)"""
+    """NHWC activations on a GPU: the layout tensor cores want (the CPU keeps NCHW)"""
     compile: Annotated[StrictBool, SPEED_ONLY] = False
     """torch.compile the model (inductor; the first steps are slow while it compiles)"""
     activation_checkpointing: Annotated[StrictBool, SPEED_ONLY] = False

@@ -39,11 +39,12 @@ def make_accelerator(out_dir: Path, seed: int, mixed_precision: str = "no", tens
 
 
 def memory_format(channels_last: bool, accelerator: Accelerator) -> torch.memory_format:
-    """channels_last where asked, except on several CPU processes: there DDP over gloo corrupts the heap with
-    channels_last parameters (torch 2.14.1: SIGSEGV or "free(): invalid next size" in its broadcast and gradient
-    all-reduce), and a CPU gains little from the layout."""
-    gloo = accelerator.device.type == "cpu" and accelerator.num_processes > 1
-    return torch.channels_last if channels_last and not gloo else torch.contiguous_format
+    """channels_last where asked on a GPU (the layout tensor cores want); NCHW on the CPU. On the CPU, torch 2.14.1's
+    channels_last kernels corrupt the heap: "free(): invalid next size" and SIGSEGV in DDP over gloo, and
+    "munmap_chunk(): invalid pointer" in the backward of one process once the weights are no longer finite (a
+    diverging learning rate), both seen on this project's 2-core CI machine (AVX2)."""
+    on_gpu = accelerator.device.type == "cuda"
+    return torch.channels_last if channels_last and on_gpu else torch.contiguous_format
 
 
 def close_trackers(accelerator: Accelerator) -> None:
