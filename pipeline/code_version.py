@@ -61,7 +61,7 @@ def _project_imports(path: Path, root: Path) -> list[str]:
     """Project modules named by the import statements of one file. `from a.b import c` counts `a.b.c` when that is
     a module itself, else `a.b` (then `c` is a name inside it)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -70,6 +70,20 @@ def _project_imports(path: Path, root: Path) -> list[str]:
                 f"{node.module}.{alias.name}" for alias in node.names if _is_module(f"{node.module}.{alias.name}", root)
             ]
     return [name for name in found if name.split(".")[0] in PROJECT_PACKAGES]
+
+
+def _parse(path: Path, attempts: int = 5) -> ast.Module:
+    """`ast.parse`, again when CPython 3.11 raises a spurious "AST constructor recursion depth mismatch": the depth
+    it checks is kept per interpreter, not per thread, so another thread building an AST at the same moment trips it
+    (seen once in the rank flow of a Prefect worker, in CI)."""
+    source = path.read_bytes()
+    for attempt in range(attempts):
+        try:
+            return ast.parse(source, filename=str(path))
+        except SystemError as error:
+            if "recursion depth mismatch" not in str(error) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _is_module(name: str, root: Path) -> bool:

@@ -78,3 +78,22 @@ def test_non_source_files_do_not_count(project):
 def test_an_unknown_module_is_named():
     with pytest.raises(FileNotFoundError, match=r"stages\.nothing"):
         code_version("stages.nothing")
+
+
+def test_a_spurious_ast_recursion_mismatch_is_parsed_again(monkeypatch):
+    """CPython 3.11's race between two threads building ASTs: the next parse succeeds, and the version is the same."""
+    import ast
+
+    import pipeline.code_version as versions
+
+    expected = versions.code_version("stages.subsets")
+    real, calls = ast.parse, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=45, after=77)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(versions.ast, "parse", flaky)
+    assert versions.code_version("stages.subsets") == expected and len(calls) > 1
