@@ -99,11 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve the deployments (one per configs/*.yaml) until interrupted")
     add_predict_parser(commands)
     add_select_parser(commands)
+    # Listed here for `simclrv2 --help`; `main` hands its command line to stages/export.py whole, --help included.
     commands.add_parser(
-        "export",
-        help="export a trained classifier (safetensors, torchvision, onnx); see `simclrv2 export --help`",
-        add_help=False,
-    ).add_argument("args", nargs=argparse.REMAINDER)
+        "export", help="export a trained classifier (safetensors, torchvision, onnx); see `simclrv2 export --help`"
+    )
     report = commands.add_parser("report", help="rebuild the label-budget report of a finished run, without training")
     report.add_argument("run_dir", type=Path, help="runs/<experiment> (its newest report) or a report stage directory")
     return parser
@@ -300,10 +299,10 @@ def select_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_command(args: argparse.Namespace) -> int:
+def export_command(argv: list[str]) -> int:
     from stages.export import main as export_main
 
-    export_main(args.args)
+    export_main(argv, prog="simclrv2 export")
     return 0
 
 
@@ -325,6 +324,9 @@ def serve_command() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:  # its own parser, whose options argparse would not pass through a subcommand
+        sys.exit(export_command(argv[1:]))
     args = build_parser().parse_args(argv)
     commands = {
         "run": run_command,
@@ -332,7 +334,6 @@ def main(argv: list[str] | None = None) -> None:
         "serve": lambda _: serve_command(),
         "predict": predict_command,
         "select": select_command,
-        "export": export_command,
     }
     sys.exit(commands[args.command](args))
 

@@ -51,10 +51,8 @@ class OneLineParser(argparse.ArgumentParser):
         usage_error(PROG, f"{message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=f"python -m {PROG}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser(prog: str = f"python -m {PROG}") -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage_dir", type=Path, metavar="STAGE_DIR", help=f"a {CLASSIFIER_STAGES} output directory")
     parser.add_argument("--format", required=True, choices=sorted(EXTENSIONS), help="what to write")
     parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default STAGE_DIR/export/model.<ext>)")
@@ -141,8 +139,9 @@ def run(
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = f"python -m {PROG}") -> None:
+    """The export program; `prog` names it in its usage and help (`simclrv2 export` when the CLI runs it)."""
+    args = build_parser(prog).parse_args(argv)
     try:
         run_and_print(PROG, lambda: run(args.stage_dir, args.format, args.out, args.image_size, args.overwrite))
     except ImportError as error:  # onnx or onnxscript missing: not the input's fault

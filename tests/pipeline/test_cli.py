@@ -187,3 +187,15 @@ def test_a_machine_fault_while_checking_the_run_is_one_line_with_the_status_of_i
     code, _, err = run_cli(["run", "--set", f"runs_dir={tmp_path}"], capsys)
     assert code == status and not no_flow
     assert err.startswith(f"simclrv2 run: checking the run failed: {line}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", ["run", "serve", "predict", "select", "export", "report"])
+def test_every_command_has_a_help_that_names_it(command, capsys):
+    status, out, err = run_cli([command, "--help"], capsys)
+    assert (status, err) == (0, "")
+    assert out.startswith(f"usage: simclrv2 {command}"), out[:200]
+
+
+def test_export_help_lists_its_own_options(capsys):
+    status, out, _ = run_cli(["export", "--help"], capsys)
+    assert status == 0 and "--format {onnx,safetensors,torchvision}" in out and "STAGE_DIR" in out
